@@ -1,0 +1,145 @@
+"""The ``viewfinder`` command line, with PaddleX's flags.
+
+    viewfinder --pipeline image_classification --input x.jpg --device cpu --save_path out/ --topk 5
+    viewfinder --get_pipeline_config image_classification --save_path configs/
+    viewfinder --pipeline my.yaml --input photos/
+    viewfinder models [--task image_classification]
+
+User errors print one line on stderr and exit non-zero; never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import ViewfinderError
+
+EXIT_INPUT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"viewfinder: error: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors into one line + exit code; unexpected ones too, unless debugging."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ViewfinderError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug: still one line, the traceback only on request
+            if os.environ.get("VIEWFINDER_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set VIEWFINDER_DEBUG=1 for details)",
+                  EXIT_INTERNAL)
+
+    return wrapper
+
+
+def _write_pipeline_config(name: str, save_path: str | None) -> None:
+    from .pipelines import PIPELINE_NAMES, default_config_text
+
+    if name not in PIPELINE_NAMES:
+        raise ViewfinderError(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINE_NAMES))}")
+    canonical = PIPELINE_NAMES[name]
+    folder = Path(save_path or ".")
+    target = folder if folder.suffix.lower() in (".yaml", ".yml") else folder / f"{canonical}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(default_config_text(canonical), encoding="utf-8")
+    click.echo(f"pipeline config written to {target}")
+
+
+def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, save_path: str | None,
+                  use_hpip: bool, predict_kwargs: dict[str, Any], create_kwargs: dict[str, Any]) -> None:
+    from . import create_pipeline
+
+    if not inputs:
+        raise ViewfinderError("--input is required with --pipeline")
+    runner = create_pipeline(pipeline, device=device, use_hpip=use_hpip, **create_kwargs)
+    source: Any = list(inputs) if len(inputs) > 1 else inputs[0]
+    failures = 0
+    for result in runner.predict(source, **{k: v for k, v in predict_kwargs.items() if v is not None}):
+        if not result.ok:
+            failures += 1
+            click.echo(f"viewfinder: error: {result['error']}", err=True)
+            continue
+        result.print()
+        if save_path:
+            for written in result.save_all(save_path):
+                logging.getLogger("viewfinder").info("wrote %s", written)
+    if save_path:
+        click.echo(f"results saved in {Path(save_path).resolve()}")
+    if failures:
+        sys.exit(EXIT_INPUT_FAILED)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--pipeline", help="Pipeline name (image_classification, ...) or a pipeline YAML file.")
+@click.option("--input", "inputs", multiple=True, help="Image file, folder, URL; repeat for several.")
+@click.option("--device", default=None, help="cpu, gpu, gpu:N or cuda:N (default: GPU 0 if available).")
+@click.option("--save_path", default=None, help="Folder for <stem>_res.json and <stem>_res.<ext>.")
+@click.option("--topk", type=int, default=None, help="Classification: number of classes to return.")
+@click.option("--batch_size", type=int, default=None, help="Images per forward pass.")
+@click.option("--use_hpip", is_flag=True, help="High-performance inference (ONNX Runtime on CPU).")
+@click.option("--cpu_threads", type=int, default=None, help="CPU threads for inference.")
+@click.option("--get_pipeline_config", default=None, metavar="NAME", help="Write a pipeline's default YAML.")
+@click.option("--random_init", is_flag=True, help="Random weights (for speed tests without weight files).")
+@click.version_option(package_name="viewfinder")
+@click.pass_context
+@guarded
+def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], device: str | None,
+        save_path: str | None, topk: int | None, batch_size: int | None, use_hpip: bool,
+        cpu_threads: int | None, get_pipeline_config: str | None, random_init: bool) -> None:
+    """viewfinder: image classification, multi-label tagging and image recognition."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if ctx.invoked_subcommand is not None:
+        return
+    if get_pipeline_config:
+        _write_pipeline_config(get_pipeline_config, save_path)
+        return
+    if not pipeline:
+        click.echo(ctx.get_help())
+        sys.exit(EXIT_USAGE)
+    create_kwargs: dict[str, Any] = {}
+    if cpu_threads:
+        create_kwargs["cpu_threads"] = cpu_threads
+    if random_init:
+        create_kwargs["pretrained"] = False
+    _run_pipeline(pipeline, inputs, device, save_path, use_hpip,
+                  {"topk": topk, "batch_size": batch_size}, create_kwargs)
+
+
+@cli.command("models")
+@click.option("--task", default=None, help="Only models of this task (image_classification, ...).")
+@guarded
+def models_command(task: str | None) -> None:
+    """List the registered model names."""
+    from .models import get_spec, list_models
+
+    for name in list_models(task):
+        spec = get_spec(name)
+        click.echo(f"{name:42s} {spec.task:32s} {spec.arch}")
+
+
+def main() -> None:
+    cli(prog_name="viewfinder")
+
+
+if __name__ == "__main__":
+    main()

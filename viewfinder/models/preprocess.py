@@ -1,0 +1,137 @@
+"""Image preprocessing: resize (short side or fixed size), centre crop, normalise, NCHW.
+
+Resizing runs per image in Pillow (images differ in size); normalisation is one
+vectorised pass over the stacked uint8 batch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_INTERPOLATION = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an RGB image becomes the network input.
+
+    Exactly one of ``resize_short`` (keep aspect ratio, short side to this size, then
+    ``crop``) or ``resize`` ((width, height), aspect ratio not kept) is set.
+    """
+
+    resize_short: int | None = 256
+    crop: int | None = 224
+    resize: tuple[int, int] | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    scale: float = 1.0 / 255.0
+
+    def __post_init__(self) -> None:
+        if (self.resize_short is None) == (self.resize is None):
+            raise ConfigError("preprocess needs exactly one of resize_short or resize")
+        if self.interpolation not in _INTERPOLATION:
+            raise ConfigError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(_INTERPOLATION)}")
+        if self.resize_short is not None and self.crop is not None and self.crop > self.resize_short:
+            raise ConfigError(f"crop {self.crop} is larger than resize_short {self.resize_short}")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        if self.resize is not None:
+            return (self.resize[1], self.resize[0])
+        side = self.crop or self.resize_short
+        return (side, side)
+
+    @property
+    def min_decode_side(self) -> int:
+        """The smallest short side a decoded image may have without losing input detail."""
+        if self.resize is not None:
+            return max(self.resize)
+        return int(self.resize_short)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("mean", "std", "resize"):
+            if data[key] is not None:
+                data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown preprocess keys {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(data)
+        for key in ("mean", "std", "resize"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+
+@dataclass
+class Preprocessor:
+    """Callable turning a list of RGB uint8 arrays into a float32 NCHW batch."""
+
+    config: PreprocessConfig
+    _scale: np.ndarray = field(init=False, repr=False)
+    _shift: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        std = np.asarray(self.config.std, dtype=np.float32)
+        mean = np.asarray(self.config.mean, dtype=np.float32)
+        # (x * scale - mean) / std folded into one multiply-add.
+        self._scale = (self.config.scale / std).astype(np.float32)
+        self._shift = (-mean / std).astype(np.float32)
+
+    def resize_one(self, rgb: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        img = Image.fromarray(rgb)
+        method = _INTERPOLATION[cfg.interpolation]
+        if cfg.resize is not None:
+            if img.size != tuple(cfg.resize):
+                img = img.resize(tuple(cfg.resize), method)
+            return np.asarray(img)
+        width, height = img.size
+        short = min(width, height)
+        target = cfg.resize_short
+        new_w = max(1, round(width * target / short))
+        new_h = max(1, round(height * target / short))
+        crop = cfg.crop
+        if crop is not None:
+            # Resize and centre-crop in one Pillow call via the box argument.
+            new_w, new_h = max(new_w, crop), max(new_h, crop)
+            left = (new_w - crop) // 2
+            top = (new_h - crop) // 2
+            sx, sy = width / new_w, height / new_h
+            box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+            img = img.resize((crop, crop), method, box=box)
+        elif (new_w, new_h) != (width, height):
+            img = img.resize((new_w, new_h), method)
+        return np.asarray(img)
+
+    def normalize(self, images: list[np.ndarray]) -> np.ndarray:
+        """Stack equally sized HWC uint8 images into a normalised float32 NCHW batch."""
+        batch = np.stack(images).astype(np.float32)
+        batch *= self._scale
+        batch += self._shift
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+        return self.normalize([self.resize_one(image) for image in images])

@@ -1,0 +1,41 @@
+"""Pipelines by PaddleX name; ``create_pipeline`` accepts a name or a YAML path."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .base import BasePipeline
+from .config import default_config_text, load_config
+
+# accepted name -> canonical name (PaddleX 3.x names plus their 3.0-beta1 aliases)
+PIPELINE_NAMES: dict[str, str] = {
+    "image_classification": "image_classification",
+}
+
+
+def _pipeline_class(name: str) -> type[BasePipeline]:
+    if name == "image_classification":
+        from .image_classification import ImageClassificationPipeline
+
+        return ImageClassificationPipeline
+    raise KeyError(name)
+
+
+def create_pipeline(pipeline: str | Path | None = None, config: dict[str, Any] | None = None,
+                    device: str | None = None, use_hpip: bool = False, **kwargs: Any) -> BasePipeline:
+    """Create a pipeline from a registered name or a YAML file; ``config`` overrides the file."""
+    if pipeline is None:
+        if not config or "pipeline_name" not in config:
+            from ..errors import ConfigError
+
+            raise ConfigError("create_pipeline needs a pipeline name, a YAML path or a config with pipeline_name")
+        pipeline = config["pipeline_name"]
+    merged = load_config(pipeline, config, PIPELINE_NAMES)
+    return _pipeline_class(merged["pipeline_name"])(merged, device=device, use_hpip=use_hpip, **kwargs)
+
+
+def list_pipelines() -> list[str]:
+    return sorted(set(PIPELINE_NAMES.values()))
+
+
+__all__ = ["BasePipeline", "create_pipeline", "default_config_text", "list_pipelines", "PIPELINE_NAMES"]

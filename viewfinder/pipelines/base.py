@@ -1,0 +1,36 @@
+"""What every pipeline shares: config, device and the predict entry points."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..models import create_model
+from ..models.predictor import BasePredictor
+from ..results import BaseResult
+
+
+class BasePipeline:
+    """A thin composition of models built from a PaddleX-shaped config."""
+
+    name: str = ""
+
+    def __init__(self, config: dict[str, Any], device: str | None = None, use_hpip: bool = False,
+                 **kwargs: Any) -> None:
+        self.config = config
+        self.device = device
+        self.use_hpip = use_hpip
+        self.options = kwargs
+
+    def _create_submodel(self, entry: dict[str, Any], **params: Any) -> BasePredictor:
+        values = {k: v for k, v in entry.items() if k not in ("module_name", "spec") and v is not None}
+        values.update({k: v for k, v in params.items() if v is not None})
+        for key in ("pretrained", "cpu_threads"):
+            if key in self.options and key not in values:
+                values[key] = self.options[key]
+        return create_model(device=self.device, **values)
+
+    def predict(self, input: Any, **kwargs: Any) -> Iterator[BaseResult]:
+        raise NotImplementedError
+
+    def __call__(self, input: Any, **kwargs: Any) -> Iterator[BaseResult]:
+        return self.predict(input, **kwargs)
