@@ -41,6 +41,9 @@ def guarded(function: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc))
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:  # output piped into `head` and closed: not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # a bug: still one line, the traceback only on request
@@ -135,6 +138,11 @@ def models_command(task: str | None) -> None:
     for name in list_models(task):
         spec = get_spec(name)
         click.echo(f"{name:42s} {spec.task:32s} {spec.arch}")
+
+
+from .commands import register_all  # noqa: E402
+
+register_all(cli)
 
 
 def main() -> None:

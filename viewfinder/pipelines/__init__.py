@@ -1,9 +1,11 @@
 """Pipelines by PaddleX name; ``create_pipeline`` accepts a name or a YAML path."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .base import BasePipeline
 from .config import default_config_text, load_config
 
@@ -12,13 +14,15 @@ PIPELINE_NAMES: dict[str, str] = {
     "image_classification": "image_classification",
 }
 
+# canonical name -> "module:Class"; a pipeline module is imported only when used
+PIPELINE_CLASSES: dict[str, str] = {
+    "image_classification": "viewfinder.pipelines.image_classification:ImageClassificationPipeline",
+}
+
 
 def _pipeline_class(name: str) -> type[BasePipeline]:
-    if name == "image_classification":
-        from .image_classification import ImageClassificationPipeline
-
-        return ImageClassificationPipeline
-    raise KeyError(name)
+    module_name, class_name = PIPELINE_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def create_pipeline(pipeline: str | Path | None = None, config: dict[str, Any] | None = None,
@@ -26,8 +30,6 @@ def create_pipeline(pipeline: str | Path | None = None, config: dict[str, Any] |
     """Create a pipeline from a registered name or a YAML file; ``config`` overrides the file."""
     if pipeline is None:
         if not config or "pipeline_name" not in config:
-            from ..errors import ConfigError
-
             raise ConfigError("create_pipeline needs a pipeline name, a YAML path or a config with pipeline_name")
         pipeline = config["pipeline_name"]
     merged = load_config(pipeline, config, PIPELINE_NAMES)
