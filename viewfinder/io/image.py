@@ -70,7 +70,7 @@ def _open_pil(source: str | Path | bytes) -> Image.Image:
     try:
         img = Image.open(fp)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name}: image is too large ({exc})") from None
+        raise ImageTooLargeError(f"{name}: image is above the pixel limit, refused as a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise InputError(f"{name}: not a recognised image format (corrupt or not an image)") from None
     except OSError as exc:
@@ -80,7 +80,7 @@ def _open_pil(source: str | Path | bytes) -> Image.Image:
     if width * height > limit:
         img.close()
         raise ImageTooLargeError(
-            f"{name}: image is {width}x{height} = {width * height} pixels, above the limit of "
+            f"{name}: image is {width}x{height} = {width * height} pixels, above the pixel limit of "
             f"{limit} (set VIEWFINDER_MAX_IMAGE_PIXELS to raise it)"
         )
     if width <= 0 or height <= 0:

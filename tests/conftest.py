@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests never touch the network: VIEWFINDER_OFFLINE=1 unless a test serves files itself."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = ROOT / ".assets" / "photos"
+SEEDED_WEIGHTS_HOME = Path(os.environ.get("VIEWFINDER_HOME", Path.home() / ".cache" / "viewfinder"))
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+
+os.environ["VIEWFINDER_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def photos() -> Path:
+    if not (PHOTOS / "chelsea.png").is_file():
+        pytest.fail(f"sample photos missing in {PHOTOS}: run `make test` (it seeds them) or tools/seed_assets.py")
+    return PHOTOS
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2_weights() -> Path:
+    path = SEEDED_WEIGHTS_HOME / "weights" / MOBILENET_V2_FILE
+    if not path.is_file():
+        pytest.fail(f"{path} missing: run `make test` (it seeds the real MobileNetV2 weights)")
+    return path
+
+
+@pytest.fixture()
+def tmp_home(tmp_path, monkeypatch) -> Path:
+    """An empty VIEWFINDER_HOME for tests that exercise the cache."""
+    home = tmp_path / "vf-home"
+    home.mkdir()
+    monkeypatch.setenv("VIEWFINDER_HOME", str(home))
+    return home
+
+
+@pytest.fixture()
+def seeded_home(tmp_home, mobilenet_v2_weights) -> Path:
+    """A temporary VIEWFINDER_HOME holding the real MobileNetV2 weights."""
+    (tmp_home / "weights").mkdir()
+    shutil.copyfile(mobilenet_v2_weights, tmp_home / "weights" / MOBILENET_V2_FILE)
+    return tmp_home
+
+
+@pytest.fixture(scope="session")
+def mobilenet_v2(mobilenet_v2_weights):
+    from viewfinder import create_model
+
+    return create_model("MobileNetV2_x1_0", weights=mobilenet_v2_weights, device="cpu")
