@@ -82,6 +82,8 @@ def create_model(
     if predictor_cls is None:
         raise ConfigError(f"{spec.name}: task {spec.task!r} has no predictor yet")
     engine = TorchEngine(module, torch_device)
+    if cpu_threads and "decode_threads" not in params:
+        params["decode_threads"] = cpu_threads  # "N threads" caps decoding too, as PaddleX's figure does
     predictor = predictor_cls(
         spec,
         engine,

@@ -1,0 +1,57 @@
+"""Shared benchmark helpers: a folder of 640x480 JPEGs made from the seeded real photos."""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = ROOT / ".assets" / "photos"
+BENCH_DIR = ROOT / ".assets" / "bench" / "jpeg640x480"
+
+
+def jpeg_folder(count: int = 32, size: tuple[int, int] = (640, 480)) -> Path:
+    """``count`` 640x480 JPEGs (quality 90) cut from the sample photos; made once."""
+    folder = BENCH_DIR if size == (640, 480) else BENCH_DIR.with_name(f"jpeg{size[0]}x{size[1]}")
+    existing = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    if len(existing) >= count:
+        return folder
+    sources = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    if not sources:
+        raise SystemExit(f"no photos in {PHOTOS}: run `make seed` first")
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        with Image.open(sources[index % len(sources)]) as img:
+            img = ImageOps.fit(img.convert("RGB"), size)
+            if index >= len(sources):  # vary the copies a little
+                img = ImageOps.mirror(img)
+            img.save(folder / f"{index:03d}.jpg", quality=90)
+    return folder
+
+
+def median_ms_per_image(run: Callable[[], int], repeats: int = 3) -> float:
+    """Median over ``repeats`` of (wall time / images processed) in milliseconds."""
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        images = run()
+        samples.append((time.perf_counter() - start) * 1000.0 / max(1, images))
+    return statistics.median(samples)
+
+
+def machine_description() -> str:
+    import os
+    import platform
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
