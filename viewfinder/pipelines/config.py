@@ -57,6 +57,8 @@ def load_config(source: str | Path, override: dict[str, Any] | None = None,
         if not path.is_file():
             raise ConfigError(f"pipeline config {path} does not exist")
         config = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        # relative paths inside a config file (ONNX specs, index folders) are relative to it
+        config["_config_dir"] = str(path.resolve().parent)
     if override:
         if not isinstance(override, dict):
             raise ConfigError("config overrides must be a dict")
