@@ -52,3 +52,14 @@ def mobilenet_v2(mobilenet_v2_weights):
     from viewfinder import create_model
 
     return create_model("MobileNetV2_x1_0", weights=mobilenet_v2_weights, device="cpu")
+
+
+SHARED = Path(os.environ.get("VIEWFINDER_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the checkout (CI clones main with shared/ beside it)."""
+    if not (SHARED / "parity").is_dir():
+        pytest.fail(f"{SHARED} missing: the parity fixtures and ONNX assets live in ../shared")
+    return SHARED

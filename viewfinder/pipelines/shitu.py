@@ -82,7 +82,10 @@ class ShiTuV2Pipeline(BasePipeline):
         self.dedup_threshold = config.get("dedup_threshold")
         self._default_index = None if _is_none(config.get("index")) else config["index"]
         self._check_numbers(self.det_threshold, self.rec_threshold, self.rec_topk)
-        self.detector = self._create_detector(submodule(config, "Detection"))
+        # `Detection: null` recognises whole images only (no mainbody detector).
+        modules = config.get("SubModules") or {}
+        self.detector = None if "Detection" in modules and modules["Detection"] is None \
+            else self._create_detector(submodule(config, "Detection"))
         self.recognizer: FeaturePredictor = self._create_submodel(submodule(config, "Recognition"), task=FEATURE_TASK)
         self.last_report = GalleryReport()
 
@@ -183,8 +186,8 @@ class ShiTuV2Pipeline(BasePipeline):
                     try:
                         item = InputItem(source, paths[position])
                         decoded.append(item.decode(self.recognizer.preprocess.config.min_decode_side))
-                    except ViewfinderError as exc:
-                        skipped.append(f"{paths[position] or f'image {position}'}: {exc}")
+                    except ViewfinderError as exc:  # the message names the file already
+                        skipped.append(str(exc) if paths[position] else f"image {position}: {exc}")
                         continue
                     kept_labels.append(labels[position])
                     metadata.append({"path": paths[position]} if paths[position] else {})
@@ -251,7 +254,8 @@ class ShiTuV2Pipeline(BasePipeline):
         return self._predict(input, gallery, float(det), float(rec), int(k))
 
     def _predict(self, input: Any, gallery: Any, det: float, rec: float, k: int) -> Iterator[BaseResult]:
-        min_side = self.detector.preprocess.config.min_decode_side
+        model = self.detector or self.recognizer
+        min_side = model.preprocess.config.min_decode_side
         for item in _safe_items(input):
             if isinstance(item, ErrorResult):
                 yield item
@@ -266,7 +270,7 @@ class ShiTuV2Pipeline(BasePipeline):
 
     def _recognise(self, image: DecodedImage, gallery: Any, det: float, rec: float, k: int) -> ShiTuResult:
         width, height = image.original_size
-        detections = self.detector.predict_images([image], threshold=det)[0]["boxes"]
+        detections = self.detector.predict_images([image], threshold=det)[0]["boxes"] if self.detector else []
         boxes = [(list(map(float, d["coordinate"])), float(d["score"])) for d in detections]
         whole = ([0.0, 0.0, float(width), float(height)], 0.0)
         if not boxes or self.always_add_whole_image:
