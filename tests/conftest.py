@@ -13,6 +13,9 @@ SEEDED_WEIGHTS_HOME = Path(os.environ.get("VIEWFINDER_HOME", Path.home() / ".cac
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 
 os.environ["VIEWFINDER_OFFLINE"] = "1"
+# The default engine ("auto") exports each model to ONNX on first use (10-60 s each): the
+# suite runs torch unless a test asks for an engine; tests/test_engines*.py cover ONNX Runtime.
+os.environ.setdefault("VIEWFINDER_ENGINE", "torch")
 
 
 @pytest.fixture(scope="session")

@@ -92,29 +92,56 @@ def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, sa
         sys.exit(EXIT_INPUT_FAILED)
 
 
+def _threshold(text: str | None) -> Any:
+    if text is None:
+        return None
+    from .models.multilabel import threshold_from_text
+
+    return threshold_from_text(text)
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--pipeline", help="Pipeline name (image_classification, ...) or a pipeline YAML file.")
 @click.option("--input", "inputs", multiple=True, help="Image file, folder, URL; repeat for several.")
 @click.option("--device", default=None, help="cpu, gpu, gpu:N or cuda:N (default: GPU 0 if available).")
 @click.option("--save_path", default=None, help="Folder for <stem>_res.json and <stem>_res.<ext>.")
 @click.option("--topk", type=int, default=None, help="Classification: number of classes to return.")
+@click.option("--threshold", default=None,
+              help='Multi-label: score threshold, a number or JSON ({"default": 0.5, "3": 0.7} or a per-class list).')
+@click.option("--index", "index_dir", default=None, help="PP-ShiTuV2: the gallery index folder.")
+@click.option("--det_threshold", type=float, default=None, help="PP-ShiTuV2: detection score threshold.")
+@click.option("--rec_threshold", type=float, default=None, help="PP-ShiTuV2: recognition score threshold.")
+@click.option("--rec_topk", type=int, default=None, help="PP-ShiTuV2: gallery matches per box.")
 @click.option("--batch_size", type=int, default=None, help="Images per forward pass.")
 @click.option("--use_hpip", is_flag=True, help="High-performance inference (ONNX Runtime on CPU).")
 @click.option("--cpu_threads", type=int, default=None, help="CPU threads for inference.")
 @click.option("--get_pipeline_config", default=None, metavar="NAME", help="Write a pipeline's default YAML.")
 @click.option("--random_init", is_flag=True, help="Random weights (for speed tests without weight files).")
+@click.option("--serve", is_flag=True, help="Serve --pipeline over HTTP (PaddleX's spelling of `viewfinder serve`).")
+@click.option("--host", default=None, help="With --serve: address to listen on (default 0.0.0.0).")
+@click.option("--port", type=int, default=None, help="With --serve: port (default 8080).")
+@click.option("--api_key", default=None, help="With --serve: require this API key (or $VIEWFINDER_API_KEY).")
+@click.option("--data_dir", default=None, help="With --serve: folder for PP-ShiTuV2 indexes (default ./.index).")
 @click.version_option(package_name="viewfinder")
 @click.pass_context
 @guarded
 def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], device: str | None,
-        save_path: str | None, topk: int | None, batch_size: int | None, use_hpip: bool,
-        cpu_threads: int | None, get_pipeline_config: str | None, random_init: bool) -> None:
+        save_path: str | None, topk: int | None, threshold: str | None, index_dir: str | None,
+        det_threshold: float | None, rec_threshold: float | None, rec_topk: int | None,
+        batch_size: int | None, use_hpip: bool,
+        cpu_threads: int | None, get_pipeline_config: str | None, random_init: bool, **serve_options: Any) -> None:
     """viewfinder: image classification, multi-label tagging and image recognition."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if ctx.invoked_subcommand is not None:
         return
     if get_pipeline_config:
         _write_pipeline_config(get_pipeline_config, save_path)
+        return
+    if serve_options.pop("serve"):
+        from .commands.serve import run_server
+
+        run_server(pipeline, device=device, use_hpip=use_hpip, random_init=random_init,
+                   **{key: serve_options[key] for key in ("host", "port", "api_key", "data_dir")})
         return
     if not pipeline:
         click.echo(ctx.get_help())
@@ -125,7 +152,9 @@ def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], devic
     if random_init:
         create_kwargs["pretrained"] = False
     _run_pipeline(pipeline, inputs, device, save_path, use_hpip,
-                  {"topk": topk, "batch_size": batch_size}, create_kwargs)
+                  {"topk": topk, "threshold": _threshold(threshold), "batch_size": batch_size, "index": index_dir,
+                   "det_threshold": det_threshold, "rec_threshold": rec_threshold, "rec_topk": rec_topk},
+                  create_kwargs)
 
 
 @cli.command("models")

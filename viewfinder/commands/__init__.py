@@ -9,7 +9,7 @@ import importlib
 
 import click
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("export", "serve", "index", "dataset", "train", "evaluate")
 
 
 def register_all(cli: click.Group) -> None:

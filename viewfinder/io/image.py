@@ -116,7 +116,8 @@ def _decode_pil(img: Image.Image, name: str, min_short_side: int | None) -> Deco
         img.draft("RGB", (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
     try:
         img.load()
-        img = ImageOps.exif_transpose(img) or img
+        if orientation not in (None, 1):  # exif_transpose copies the image even when there is nothing to do
+            img = ImageOps.exif_transpose(img) or img
         rgb = np.asarray(_to_rgb(img))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: image is too large ({exc})") from None

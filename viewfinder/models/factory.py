@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..device import resolve_device
-from ..engines.torch_engine import TorchEngine, set_cpu_threads
+from ..engines.select import build_engine
+from ..engines.torch_engine import set_cpu_threads
 from ..errors import ConfigError, ViewfinderError
 from .classification import ClassificationPredictor
 from .labels import load_labels
@@ -35,6 +36,10 @@ def create_model(
     device: str | None = None,
     batch_size: int = 1,
     cpu_threads: int | None = None,
+    engine: str | None = None,
+    fp16: bool = False,
+    torch_compile: bool = False,
+    task: str | None = None,
     **params: Any,
 ) -> BasePredictor:
     """Build a predictor for ``model_name`` (a PaddleX model name) or a saved ``model_dir``.
@@ -43,6 +48,14 @@ def create_model(
     ``model_dir``, then the model's default sources (cache, then download);
     ``pretrained=False`` gives random initialisation. Extra keyword arguments are
     inference parameters such as ``topk``.
+
+    Engine: ``engine=None`` means ``$VIEWFINDER_ENGINE`` or ``"auto"``: ONNX Runtime on CPU
+    (exported once into ``$VIEWFINDER_HOME/onnx/`` and validated against torch), torch on a
+    GPU and for random weights; ``"torch"`` / ``"onnxruntime"`` force one. ``fp16`` (CUDA
+    autocast) and ``torch_compile`` apply to the torch engine.
+
+    ``task`` asks for another task's predictor when the model can serve it, e.g.
+    ``task="image_feature"`` turns any classifier into a feature extractor (pooled features).
     """
     if model_name is None and model_dir is None:
         raise ConfigError("create_model needs a model_name or a model_dir")
@@ -78,15 +91,25 @@ def create_model(
         labels = list(load_labels(spec.labels)) if spec.labels else None
     defaults = dict(dir_config.get("postprocess") or {}) if dir_config else {}
 
-    predictor_cls = _PREDICTORS.get(spec.task)
+    predictor_task = task or spec.task
+    predictor_cls = _PREDICTORS.get(predictor_task)
     if predictor_cls is None:
-        raise ConfigError(f"{spec.name}: task {spec.task!r} has no predictor yet")
-    engine = TorchEngine(module, torch_device)
+        raise ConfigError(f"{spec.name}: task {predictor_task!r} has no predictor yet")
+    adapt = getattr(predictor_cls, "adapt_module", None)
+    if adapt is not None:  # e.g. a classifier serving as a feature extractor
+        module = adapt(spec, module)
+    inference_engine = build_engine(
+        module, torch_device, spec.name, preprocess_config.input_size, engine=engine, cpu_threads=cpu_threads,
+        random_weights=weights is None and dir_config is None and not pretrained, fp16=fp16,
+        compile=torch_compile,
+        identity={"arch": spec.arch, "build_kwargs": spec.build_kwargs, "num_classes": num_classes,
+                  **({"task": predictor_task} if predictor_task != spec.task else {})},
+    )
     if cpu_threads and "decode_threads" not in params:
         params["decode_threads"] = cpu_threads  # "N threads" caps decoding too, as PaddleX's figure does
     predictor = predictor_cls(
         spec,
-        engine,
+        inference_engine,
         Preprocessor(preprocess_config),
         labels,
         batch_size=batch_size,

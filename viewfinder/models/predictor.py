@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..engines.base import Engine, EngineOutput
+from ..engines.cuda_decode import PendingJpeg, gpu_decoder_for
 from ..errors import InputError, ViewfinderError
-from ..io import DecodedImage, InputItem, decode_image, iter_inputs
+from ..io import DecodedImage, InputItem, decode_image, iter_inputs, max_image_pixels
 from ..results import BaseResult, ErrorResult
 from .preprocess import Preprocessor
 from .registry import ModelSpec
@@ -34,6 +37,28 @@ def _safe_items(inputs: Any) -> Iterator[InputItem | ErrorResult]:
                 yield ErrorResult({"input_path": str(item) if isinstance(item, str) else None, "error": str(exc)})
     else:
         yield from iter_inputs(inputs)
+
+
+def _batches(items: Iterator[InputItem | ErrorResult], size: int) -> Iterator[list[InputItem | ErrorResult]]:
+    """Group items so each group holds ``size`` images to decode (errors ride along in place)."""
+    pending: list[InputItem | ErrorResult] = []
+    count = 0
+    for item in items:
+        pending.append(item)
+        count += isinstance(item, InputItem)
+        if count >= size:
+            yield pending
+            pending, count = [], 0
+    if pending:
+        yield pending
+
+
+@dataclass
+class PreparedImage(DecodedImage):
+    """A decoded image plus its network input, made in the decode pool: the resized HWC uint8
+    pixels (CPU), or a normalised CHW tensor already on the GPU (CUDA JPEG path)."""
+
+    model_input: Any = None
 
 
 class BasePredictor:
@@ -60,6 +85,10 @@ class BasePredictor:
         self.params = {**spec.defaults, **{k: v for k, v in params.items() if v is not None}}
         self._decode_threads = decode_threads or min(4, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
+        # Resize in the decode pool (in parallel, overlapping inference) unless a subclass
+        # runs its own _infer, which would not use the result.
+        self._prepare_in_pool = type(self)._infer is BasePredictor._infer and hasattr(preprocess, "resize_one")
+        self._gpu_jpeg = gpu_decoder_for(engine, getattr(preprocess, "config", None)) if self._prepare_in_pool else None
 
     # --- the network alone -----------------------------------------------------------
     def raw(self, batch: np.ndarray) -> EngineOutput:
@@ -77,45 +106,94 @@ class BasePredictor:
             raise ViewfinderError(f"batch_size must be >= 1, got {batch_size}")
         merged = {**self.params, **{k: v for k, v in params.items() if v is not None}}
         self._validate_params(merged)
-        pending: list[InputItem | ErrorResult] = []
-        for item in _safe_items(input):
-            pending.append(item)
-            if sum(isinstance(p, InputItem) for p in pending) >= size:
-                yield from self._run_batch(pending, merged)
-                pending = []
-        if pending:
-            yield from self._run_batch(pending, merged)
+        # Decode ahead: while one batch runs through the network, the next ones decode in the
+        # pool, so decoding hides behind inference instead of adding to it.
+        ahead = max(1, -(-self._decode_threads // size))
+        batches = _batches(_safe_items(input), size)
+        in_flight: deque[list[Any]] = deque()
+        error: ViewfinderError | None = None
+        while True:
+            while error is None and len(in_flight) <= ahead:
+                try:
+                    in_flight.append(self._submit(next(batches)))
+                except StopIteration:
+                    break
+                except ViewfinderError as exc:  # raised where the old loop raised it: after earlier results
+                    error = exc
+            if not in_flight:
+                break
+            yield from self._finish(in_flight.popleft(), merged)
+        if error is not None:
+            raise error
 
     def _validate_params(self, params: dict[str, Any]) -> None:
         """Task predictors check their inference parameters here."""
 
-    def _decode(self, item: InputItem) -> DecodedImage | ErrorResult:
+    def _decode(self, item: InputItem) -> DecodedImage | PendingJpeg | ErrorResult:
+        """Runs in the decode pool: decode (and resize) one input, or only read it for the GPU."""
+        if self._gpu_jpeg is not None:
+            pending = self._gpu_jpeg.read(item, max_image_pixels())
+            if pending is not None:
+                return pending
+        return self._decode_cpu(item)
+
+    def _decode_cpu(self, item: InputItem) -> DecodedImage | ErrorResult:
         try:
-            return item.decode(min_short_side=self.preprocess.config.min_decode_side)
+            image = item.decode(min_short_side=self.preprocess.config.min_decode_side)
+            if self._prepare_in_pool:
+                return PreparedImage(image.rgb, image.original_size, image.input_path,
+                                     self.preprocess.resize_one(image.rgb))
+            return image
         except ViewfinderError as exc:
             log.warning("skipping %s", exc)
             return ErrorResult({"input_path": item.input_path, "error": str(exc)})
 
-    def _decode_all(self, items: list[InputItem]) -> list[DecodedImage | ErrorResult]:
-        if len(items) <= 1:
-            return [self._decode(item) for item in items]
+    def _ensure_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="viewfinder-decode")
-        return list(self._pool.map(self._decode, items))
+        return self._pool
 
-    def _run_batch(self, pending: list[InputItem | ErrorResult], params: dict[str, Any]) -> Iterator[BaseResult]:
-        items = [p for p in pending if isinstance(p, InputItem)]
-        decoded = iter(self._decode_all(items))
-        slots: list[DecodedImage | ErrorResult] = [p if isinstance(p, ErrorResult) else next(decoded) for p in pending]
+    def _submit(self, pending: list[InputItem | ErrorResult]) -> list[Any]:
+        """Start decoding a batch in the pool; errors from input expansion stay in place."""
+        pool = self._ensure_pool()
+        return [pool.submit(self._decode, p) if isinstance(p, InputItem) else p for p in pending]
+
+    def _finish(self, submitted: list[Any], params: dict[str, Any]) -> Iterator[BaseResult]:
+        slots = [s.result() if isinstance(s, Future) else s for s in submitted]
+        gpu_pending = [s for s in slots if isinstance(s, PendingJpeg)]
+        if gpu_pending:
+            decoded = iter(self._gpu_jpeg.decode(gpu_pending))
+            for index, slot in enumerate(slots):
+                if isinstance(slot, PendingJpeg):
+                    done = next(decoded)
+                    if done is None:  # nvJPEG refused it: the CPU decodes it (or reports why it cannot)
+                        slots[index] = self._decode_cpu(slot.item)
+                    else:
+                        rgb, size, model_input = done
+                        slots[index] = PreparedImage(rgb, size, slot.item.input_path, model_input)
         images = [s for s in slots if isinstance(s, DecodedImage)]
         results = iter(self._infer(images, params) if images else [])
         for slot in slots:
             yield slot if isinstance(slot, ErrorResult) else next(results)
 
     def _infer(self, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
-        batch = self.preprocess([image.rgb for image in images])
-        outputs = self.engine(batch)
+        outputs = self.engine(self._collate(images))
         return self._postprocess(outputs, images, params)
+
+    def _collate(self, images: list[DecodedImage]) -> Any:
+        """The network batch: from the inputs prepared in the decode pool when every image has one."""
+        inputs = [getattr(image, "model_input", None) for image in images]
+        if any(x is None for x in inputs):
+            return self.preprocess([image.rgb for image in images])
+        if all(isinstance(x, np.ndarray) for x in inputs):
+            return self.preprocess.normalize(inputs)
+        import torch  # GPU path: normalised tensors on the device, CPU-prepared ones moved there
+
+        device = next(x.device for x in inputs if isinstance(x, torch.Tensor))
+        return torch.stack([
+            x if isinstance(x, torch.Tensor) else torch.from_numpy(self.preprocess.normalize([x])[0]).to(device)
+            for x in inputs
+        ])
 
     def _postprocess(self, outputs: EngineOutput, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
         raise NotImplementedError

@@ -12,11 +12,16 @@ from .config import default_config_text, load_config
 # accepted name -> canonical name (PaddleX 3.x names plus their 3.0-beta1 aliases)
 PIPELINE_NAMES: dict[str, str] = {
     "image_classification": "image_classification",
+    "image_multilabel_classification": "image_multilabel_classification",
+    "multi_label_image_classification": "image_multilabel_classification",
+    "PP-ShiTuV2": "PP-ShiTuV2",
 }
 
 # canonical name -> "module:Class"; a pipeline module is imported only when used
 PIPELINE_CLASSES: dict[str, str] = {
     "image_classification": "viewfinder.pipelines.image_classification:ImageClassificationPipeline",
+    "image_multilabel_classification": "viewfinder.pipelines.multilabel:MultiLabelClassificationPipeline",
+    "PP-ShiTuV2": "viewfinder.pipelines.shitu:ShiTuV2Pipeline",
 }
 
 

@@ -24,9 +24,11 @@ class BasePipeline:
     def _create_submodel(self, entry: dict[str, Any], **params: Any) -> BasePredictor:
         values = {k: v for k, v in entry.items() if k not in ("module_name", "spec") and v is not None}
         values.update({k: v for k, v in params.items() if v is not None})
-        for key in ("pretrained", "cpu_threads"):
+        for key in ("pretrained", "cpu_threads", "engine"):
             if key in self.options and key not in values:
                 values[key] = self.options[key]
+        if self.use_hpip:  # PaddleX's high-performance inference: ONNX Runtime here
+            values["engine"] = "onnxruntime"
         return create_model(device=self.device, **values)
 
     def predict(self, input: Any, **kwargs: Any) -> Iterator[BaseResult]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .converters import torchvision_mobilenet_v2_to_timm
+from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
 from .timm_builders import generator_builder, timm_builder
 
 IMAGENET_224 = PreprocessConfig(resize_short=256, crop=224, interpolation="bilinear")
@@ -119,7 +120,7 @@ def _add(name, builder, arch, preprocess=IMAGENET_224, sources=(), large=False, 
             arch=arch,
             large=large,
             defaults={"topk": 5},
-            converters=converters or {},
+            converters={**CLASSIFIER_CONVERTERS.get(name, {}), **(converters or {})},
         )
     )
 
@@ -150,7 +151,9 @@ _plain("PP-HGNet_tiny", "hgnet_tiny")
 _plain("PP-HGNet_small", "hgnet_small")
 _plain("PP-HGNet_base", "hgnet_base", large=True)
 for _b in range(7):
-    _plain(f"PP-HGNetV2-B{_b}", f"hgnetv2_b{_b}", large=_b >= 4)
+    # timm's network with PaddleClas's stem padding (see paddle_classifiers.PaddleHGNetV2Stem)
+    _add(f"PP-HGNetV2-B{_b}", paddle_hgnetv2_builder(f"hgnetv2_b{_b}"), f"hgnetv2_b{_b}",
+         sources=_timm(f"hgnetv2_b{_b}"), large=_b >= 4)
 
 # --- MobileNet v1-v4 -------------------------------------------------------------------
 _width("MobileNetV1_x0_25", "efficientnet", "_gen_mobilenet_v1", "mobilenetv1_025", 0.25)

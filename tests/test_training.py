@@ -1,0 +1,220 @@
+"""Fine-tuning on tiny real-photo datasets: losses, metrics, a step that learns, resume, export -> reload.
+
+The networks run at 32 px on 48-px thumbnails, so every test takes seconds.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+from test_datasets import ANIMALS, OBJECTS, make_cls, make_ml, make_rec
+from viewfinder import create_model
+from viewfinder.cli import cli
+from viewfinder.training import TrainConfig, Trainer, evaluate, train
+from viewfinder.training.losses import AsymmetricLoss, TripletAngularMarginLoss
+from viewfinder.training.metrics import multilabel_map, retrieval_metrics, topk_accuracy
+from viewfinder.training.samplers import PKSampler, shuffled_batches
+
+FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_size": 4, "epochs": 1,
+        "learning_rate": 0.005, "warmup_epochs": 0.0, "export_onnx": False}
+
+
+def config(root, kind, output, **changes) -> TrainConfig:
+    return TrainConfig(dataset_dir=str(root), dataset_type=kind, output=str(output), **{**FAST, **changes})
+
+
+# --------------------------------------------------------------------------- losses, samplers, metrics
+
+
+def test_asymmetric_loss_matches_its_formula():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.2, 1.0]])
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    p = torch.sigmoid(logits)
+    shifted = (p - 0.05).clamp(min=0)  # negatives: probability shifted down by the clip margin
+    expected = -(targets * torch.log(p) + (1 - targets) * shifted ** 4 * torch.log(1 - shifted)).sum() / 2
+    assert torch.allclose(AsymmetricLoss(0.0, 4.0, 0.05)(logits, targets), expected, atol=1e-6)
+    # easy negatives (p < clip) cost nothing
+    assert AsymmetricLoss()(torch.tensor([[-4.0]]), torch.tensor([[0.0]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_triplet_angular_margin_loss():
+    loss = TripletAngularMarginLoss(margin=0.5, ap_value=0.8, an_value=0.4, absolute_loss_weight=0.1)
+    labels = torch.tensor([0, 0, 1, 1])
+    separated = torch.tensor([[1.0, 0.0], [1.0, 0.01], [-1.0, 0.0], [-1.0, 0.01]])
+    assert loss(separated, labels).item() == pytest.approx(0.0, abs=1e-4)
+    mixed = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.0, 1.1]])
+    # anchor 0: least similar positive cos 0, most similar negative ~0.995 -> hinge ~1.495
+    value = loss(mixed, labels)
+    normed = F.normalize(mixed, dim=1)
+    sim = normed @ normed.T
+    s_ap = torch.stack([sim[0, 1], sim[1, 0], sim[2, 3], sim[3, 2]])
+    s_an = torch.stack([sim[0, 2:].max(), sim[1, 2:].max(), sim[2, :2].max(), sim[3, :2].max()])
+    expected = F.relu(s_an - s_ap + 0.5).mean() + 0.1 * (F.relu(0.8 - s_ap).mean() + F.relu(s_an - 0.4).mean())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    value.backward() if value.requires_grad else None
+    assert loss(mixed, torch.tensor([0, 0, 0, 0])).item() == 0.0  # no negatives: nothing to learn
+
+
+def test_pk_sampler_and_shuffled_batches():
+    labels = [0] * 5 + [1] * 2 + [2] * 9
+    sampler = PKSampler(labels, batch_size=4, sample_per_id=2)
+    batches = sampler.batches(seed=0, epoch=0)
+    assert len(batches) == 4 and all(len(b) == 4 for b in batches)
+    for batch in batches:
+        ids = [labels[i] for i in batch]
+        assert len(set(ids)) == 2 and all(ids.count(x) == 2 for x in set(ids))
+    assert sampler.batches(0, 0) == batches and sampler.batches(0, 1) != batches
+    plain = shuffled_batches(10, 4, seed=1, epoch=0)
+    assert [len(b) for b in plain] == [4, 4] and len(set(sum(plain, []))) == 8
+
+
+def test_metrics_by_hand():
+    logits = np.array([[0.1, 0.7, 0.2], [0.8, 0.1, 0.1], [0.3, 0.3, 0.4]])
+    assert topk_accuracy(logits, np.array([1, 2, 2]), ks=(1, 2)) == {"val.top1": 2 / 3, "val.top2": 2 / 3}
+    scores = np.array([[0.9, 0.1], [0.8, 0.7], [0.2, 0.6]])
+    targets = np.array([[1, 0], [0, 1], [1, 1]])
+    # class 0 ranking: + - + -> AP (1 + 2/3) / 2; class 1: + + - -> AP 1
+    assert multilabel_map(scores, targets)["MultiLabelMAP"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
+    gallery = np.eye(3, dtype=np.float32)
+    query = np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.9]], dtype=np.float32)
+    result = retrieval_metrics(query, [0, 1], gallery, [0, 1, 2], topk=(1, 2))
+    assert result == {"recall1": 0.5, "recall2": 1.0, "mAP": pytest.approx((1 + 0.5) / 2)}
+    # a gallery entry that is the query's own image is ignored
+    own = np.array([[0.8, 0.0, 0.6]], dtype=np.float32)
+    assert retrieval_metrics(own, [0], gallery, [0, 0, 1], topk=(1,))["recall1"] == 1.0
+    same = retrieval_metrics(own, [0], gallery, [0, 0, 1], topk=(1,), query_paths=["a"],
+                             gallery_paths=["a", "b", "c"])
+    assert same["recall1"] == 0.0 and same["mAP"] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- training steps
+
+
+@pytest.mark.parametrize("kind, maker", [("ClsDataset", make_cls), ("MLClsDataset", make_ml),
+                                         ("ShiTuRecDataset", make_rec)])
+def test_one_training_step_reduces_the_loss(tmp_path, photos, mobilenet_v2_weights, kind, maker):
+    root = maker(tmp_path / "data", photos)
+    changes = {"batch_size": 8, "sample_per_id": 2} if kind == "ShiTuRecDataset" else {"batch_size": 8}
+    trainer = Trainer(config(root, kind, tmp_path / "out", learning_rate=0.02, hflip=False, crop="none", pad=0,
+                             **changes), progress=False)
+    trainer._open_log()
+    try:
+        trainer.prepare()
+    finally:
+        trainer._close_log()
+    images, targets = next(iter(trainer._loader(trainer._batches(0)[:1])))
+    trainer.model.train(True)
+    with torch.no_grad():
+        before = trainer._loss(images, targets).item()
+    trainer.train_step(images, targets)
+    with torch.no_grad():
+        after = trainer._loss(images, targets).item()
+    assert after < before, (before, after)
+
+
+def test_cls_training_outputs_resume_and_export_roundtrip(tmp_path, photos, mobilenet_v2_weights):
+    root = make_cls(tmp_path / "cls", photos)
+    out = tmp_path / "out"
+    trainer = Trainer(config(root, "ClsDataset", out), progress=False)
+    first = trainer.run()
+    assert first["done_flag"] is True and first["epochs_done"] == 1
+    for name in ("train_result.json", "train.log", "config.yaml", "train_curve.png", "last_checkpoint.pt",
+                 "epoch_1/checkpoint.pt", "best_model/model.safetensors", "best_model/config.yaml"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "train_result.json").read_text())["models"]["best"]["model_dir"] == "best_model"
+    assert Image.open(out / "train_curve.png").format == "PNG"
+    assert set(first["history"][0]["metrics"]) == {"val.top1", "val.top5"}
+
+    # export -> reload: the saved model dir gives the trained network's logits exactly
+    batch = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        trained = trainer.model.network.eval()(torch.from_numpy(batch)).numpy()
+    predictor = create_model(model_dir=out / "best_model", device="cpu", engine="torch")
+    np.testing.assert_allclose(predictor.raw(batch), trained, rtol=0, atol=1e-5)
+    assert predictor.labels == ["animal", "object thing"] and predictor.params["topk"] == 2
+    assert predictor.preprocess.config.input_size == (32, 32)
+    top = next(iter(predictor.predict(str(root / "images" / "chelsea.png"))))
+    assert top["label_names"][0] in ("animal", "object thing")
+
+    # resume: a longer run continues after epoch 1 instead of starting over
+    resumed = train(config(root, "ClsDataset", out, epochs=3, keep_checkpoints=1), resume=True, progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["history"][0] == first["history"][0]
+    assert "resuming from" in (out / "train.log").read_text()
+    assert sorted(p.name for p in out.glob("epoch_*")) == ["epoch_3"]  # keep_checkpoints=1
+
+
+def test_recognition_export_is_a_feature_extractor_and_onnx_matches(tmp_path, photos, mobilenet_v2_weights):
+    root = make_rec(tmp_path / "rec", photos)
+    out = tmp_path / "out"
+    result = train(config(root, "ShiTuRecDataset", out, batch_size=8, sample_per_id=2, export_onnx=True),
+                   progress=False)
+    assert set(result["history"][0]["metrics"]) == {"recall1", "recall5", "mAP"}
+    assert result["num_classes"] == 8 and result["models"]["best"]["onnx"] == "best_model/inference.onnx"
+    saved = (out / "best_model" / "config.yaml").read_text()
+    assert "task: image_feature" in saved and "model_name: MobileNetV2_x1_0" in saved
+    features = create_model(model_dir=out / "best_model", task="image_feature", device="cpu", engine="torch")
+    images = [np.asarray(Image.open(root / "shitu" / "images" / f"{n.split('.')[0]}_q.png").convert("RGB"))
+              for n in ANIMALS + OBJECTS]
+    embedded = features.embed(images)
+    assert embedded.shape == (8, 1280)
+    np.testing.assert_allclose(np.linalg.norm(embedded, axis=1), 1.0, atol=1e-5)
+    # the same embeddings as the trainer's evaluation path (the exported network, pooled features)
+    metrics = evaluate(root, "ShiTuRecDataset", model_dir=out / "best_model", output=tmp_path / "eval",
+                       device="cpu", progress=False)
+    assert metrics == pytest.approx(result["models"]["best"]["metrics"], abs=1e-6)
+    written = json.loads((tmp_path / "eval" / "evaluate_result.json").read_text())
+    assert written["done_flag"] is True and set(written["metrics"]) == {"recall1", "recall5", "mAP"}
+    # ONNX: the embedding graph, equal to torch
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(out / "best_model" / "inference.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    batch = features.preprocess(images[:3])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    onnx_normed = onnx_out / np.linalg.norm(onnx_out, axis=1, keepdims=True)
+    np.testing.assert_allclose(onnx_normed, embedded[:3], atol=1e-4)
+
+
+def test_multilabel_training_and_evaluate_cli(tmp_path, photos, mobilenet_v2_weights):
+    root = make_ml(tmp_path / "ml", photos)
+    out = tmp_path / "out"
+    result = train(config(root, "MLClsDataset", out), progress=False)
+    assert set(result["history"][0]["metrics"]) == {"MultiLabelMAP"}
+    assert "task: image_multilabel_classification" in (out / "best_model" / "config.yaml").read_text()
+    model = create_model(model_dir=out / "best_model", task="image_multilabel_classification", device="cpu",
+                         engine="torch")
+    assert model.labels == ["animal", "object", "sky"] and model.params["threshold"] == 0.5
+    cli_result = CliRunner().invoke(cli, ["evaluate", "--model_dir", str(out / "best_model"), "--dataset", str(root),
+                                          "--type", "MLClsDataset", "--output", str(tmp_path / "eval"), "--quiet"])
+    assert cli_result.exit_code == 0, cli_result.output
+    written = json.loads((tmp_path / "eval" / "evaluate_result.json").read_text())
+    assert written["done_flag"] is True
+    assert written["metrics"]["MultiLabelMAP"] == pytest.approx(result["history"][0]["metrics"]["MultiLabelMAP"],
+                                                                abs=1e-6)
+
+
+def test_train_cli_and_corrupt_images_are_skipped(tmp_path, photos, mobilenet_v2_weights):
+    root = make_cls(tmp_path / "cls", photos)
+    (root / "images" / "kite.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "train", "--model", "MobileNetV2_x1_0", "--dataset", str(root), "--type", "ClsDataset", "--output", str(out),
+        "--epochs", "1", "--batch_size", "4", "--lr", "0.005", "--device", "cpu", "--input_size", "32",
+        "--no_onnx", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "best val.top1" in result.output and str(out / "best_model") in result.output
+    record = json.loads((out / "train_result.json").read_text())
+    assert record["skipped_images"]["count"] == 2  # kite.png is listed in train.txt and val.txt
+    assert record["skipped_images"]["examples"][0].startswith("images/kite.png:")
+    assert record["train_samples"] == 7
+    assert "skipped 1 unreadable training image(s)" in (out / "train.log").read_text()
+    saved = TrainConfig.load(out / "config.yaml")
+    assert saved.input_size == 32 and saved.learning_rate == 0.005 and saved.crop == "random_resized"
+    assert saved.label_smoothing == 0.1

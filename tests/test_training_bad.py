@@ -1,0 +1,154 @@
+"""Bad training/evaluation input and Ctrl-C: clear one-line errors, resumable checkpoints, no tracebacks."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from test_datasets import make_cls, make_rec, thumbnail, write
+from viewfinder.cli import cli
+from viewfinder.errors import ModelNotFoundError
+from viewfinder.training import TrainConfig, TrainingError, evaluate, train
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_size": 4, "epochs": 1,
+        "learning_rate": 0.005, "export_onnx": False}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"learning_rate": -0.1}, "learning_rate must be > 0"),
+    ({"optimizer": "rmsprop"}, "optimizer must be 'momentum' or 'adamw'"),
+    ({"model": None}, r"training needs a model name \(--model\)"),
+    ({"input_size": 8}, "input_size must be at least 16 pixels"),
+    ({"crop": "zoom"}, "crop must be random_resized, pad_crop or none"),
+])
+def test_bad_settings(tmp_path, changes, message):
+    config = TrainConfig(dataset_dir=str(tmp_path), dataset_type="ClsDataset", output=str(tmp_path / "o"),
+                         **{**FAST, **changes})
+    with pytest.raises(TrainingError, match=message):
+        config.resolved()
+
+
+def test_recognition_batches_must_be_p_by_k(tmp_path):
+    config = TrainConfig(dataset_dir=str(tmp_path), dataset_type="ShiTuRecDataset", **{**FAST, "batch_size": 6})
+    with pytest.raises(TrainingError, match="batch_size 6 must be a multiple of sample_per_id 4"):
+        config.resolved()
+
+
+def test_unknown_settings_in_a_config_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("Global:\n  dataset_dir: x\nTrain:\n  epoch: 3\n")
+    with pytest.raises(TrainingError, match=r"unknown training settings \['epoch'\]"):
+        TrainConfig.load(path)
+
+
+def test_unknown_model_and_unreadable_training_set(tmp_path, photos, mobilenet_v2_weights):
+    root = make_cls(tmp_path / "cls", photos)
+    with pytest.raises(ModelNotFoundError, match="unknown model name 'MobileNetV9'"):
+        train(TrainConfig(dataset_dir=str(root), output=str(tmp_path / "o"), **{**FAST, "model": "MobileNetV9"}),
+              progress=False)
+    for image in (root / "images").iterdir():
+        image.write_bytes(b"garbage")
+    with pytest.raises(TrainingError, match="no readable images in train.txt"):
+        train(TrainConfig(dataset_dir=str(root), output=str(tmp_path / "o"), **FAST), progress=False)
+
+
+def test_resume_errors(tmp_path, photos, mobilenet_v2_weights):
+    root = make_cls(tmp_path / "cls", photos)
+    out = tmp_path / "out"
+    config = TrainConfig(dataset_dir=str(root), output=str(out), **FAST)
+    with pytest.raises(TrainingError, match="cannot resume: no checkpoint at .*last_checkpoint.pt"):
+        train(config, resume=True, progress=False)
+    train(config, progress=False)
+    with pytest.raises(TrainingError, match=r"has already finished 1 epoch\(s\); pass more --epochs"):
+        train(config, resume=True, progress=False)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="not a readable checkpoint"):
+        train(config, resume=tmp_path / "junk.pt", progress=False)
+    rec = make_rec(tmp_path / "rec", photos)
+    other = TrainConfig(dataset_dir=str(rec), dataset_type="ShiTuRecDataset", output=str(out),
+                        **{**FAST, "batch_size": 8, "sample_per_id": 2, "epochs": 2})
+    with pytest.raises(TrainingError, match="it trains MobileNetV2_x1_0 on a ClsDataset with 2 classes"):
+        train(other, resume=True, progress=False)
+
+
+def test_evaluate_errors(tmp_path, photos, mobilenet_v2_weights):
+    root = make_cls(tmp_path / "cls", photos)
+    with pytest.raises(TrainingError, match="has 1000 outputs but the dataset has 2 classes"):
+        evaluate(root, "ClsDataset", model="MobileNetV2_x1_0", output=tmp_path / "eval", progress=False)
+    failed = json.loads((tmp_path / "eval" / "evaluate_result.json").read_text())
+    assert failed["done_flag"] is False and failed["err_type"] == "TrainingError"
+    result = CliRunner().invoke(cli, ["evaluate", "--dataset", str(root), "--type", "ClsDataset"])
+    assert result.exit_code == 2 and result.output == \
+        "viewfinder: error: evaluate needs --model NAME or --model_dir DIR\n"
+
+
+def test_train_cli_error_is_one_line(tmp_path, photos):
+    root = make_cls(tmp_path / "cls", photos)
+    write(root / "val.txt", [])
+    result = CliRunner().invoke(cli, ["train", "--model", "MobileNetV2_x1_0", "--dataset", str(root), "--type",
+                                      "ClsDataset", "--output", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 2
+    assert result.output.startswith("viewfinder: error: ") and "val split must not be empty" in result.output
+    assert "Traceback" not in result.output
+
+
+def _many_images(root: Path, photos: Path) -> Path:
+    """A ClsDataset whose epoch has 12 steps of 2 images, so Ctrl-C lands inside an epoch."""
+    make_cls(root, photos)
+    lines = []
+    for index in range(24):
+        name = ["chelsea.png", "coffee.png", "dog.jpg", "kite.jpg"][index % 4]
+        thumbnail(photos, name, root / "images" / f"many_{index}.png", size=48, flip=index % 8 >= 4,
+                  shift=index % 3)
+        lines.append(f"images/many_{index}.png {index % 2}")
+    write(root / "train.txt", lines)
+    return root
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path, photos, mobilenet_v2_weights):
+    root = _many_images(tmp_path / "cls", photos)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "viewfinder.cli", "train", "--model", "MobileNetV2_x1_0", "--dataset", str(root),
+               "--type", "ClsDataset", "--output", str(out), "--batch_size", "2", "--input_size", "32",
+               "--lr", "0.005", "--device", "cpu", "--no_onnx", "--quiet"]
+    process = subprocess.Popen(command + ["--epochs", "50"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    log = out / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "training MobileNetV2_x1_0" in log.read_text()):
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few steps into the first epoch
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr
+    assert lines[-1].startswith("viewfinder: training interrupted at epoch ")
+    assert "--resume" in lines[-1]
+    state = torch.load(out / "last_checkpoint.pt", weights_only=True)
+    match = re.search(r"interrupted at epoch (\d+), step (\d+)/12;", lines[-1])
+    assert match, lines[-1]
+    assert (state["epoch"], state["step"]) == (int(match.group(1)) - 1, int(match.group(2)))
+    assert 1 <= state["step"] <= 12
+
+    # resuming (here in-process, with a schedule ending after this epoch) continues from the saved position
+    config = TrainConfig(model="MobileNetV2_x1_0", dataset_dir=str(root), dataset_type="ClsDataset", output=str(out),
+                         batch_size=2, input_size=32, learning_rate=0.005, device="cpu", export_onnx=False,
+                         epochs=state["epoch"] + 1)
+    train(config, resume=True, progress=False)
+    assert f"resuming from {out / 'last_checkpoint.pt'} at epoch {state['epoch'] + 1}, step {state['step']}" \
+        in log.read_text()
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["done_flag"] is True and result["history"][-1]["epoch"] == state["epoch"] + 1

@@ -1,0 +1,54 @@
+"""``viewfinder serve``: run a pipeline as PaddleX's HTTP service (also ``viewfinder --serve``).
+
+    viewfinder serve --pipeline image_classification --port 8080
+    viewfinder serve --pipeline PP-ShiTuV2 --data_dir /var/lib/viewfinder/indexes --api_key "$KEY"
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def run_server(pipeline: str | None, host: str | None, port: int | None, device: str | None,
+               use_hpip: bool, data_dir: str | None, api_key: str | None, **options: Any) -> None:
+    """Shared by ``viewfinder serve`` and the root ``--serve`` flag."""
+    from ..errors import ViewfinderError
+    from ..serving import serve
+
+    if not pipeline:
+        raise ViewfinderError("--pipeline is required to serve (a pipeline name or a YAML file)")
+    create_kwargs: dict[str, Any] = {}
+    if options.pop("random_init", False):
+        create_kwargs["pretrained"] = False
+    serve(pipeline, host=host, port=port, device=device, use_hpip=use_hpip, data_dir=data_dir,
+          api_key=api_key, **{k: v for k, v in options.items() if v is not None}, **create_kwargs)
+
+
+def register(cli: click.Group) -> None:
+    from ..cli import guarded  # imported here: cli imports this module while it loads
+
+    @click.command("serve")
+    @click.option("--pipeline", required=True, help="Pipeline name (image_classification, PP-ShiTuV2, ...) or YAML file.")
+    @click.option("--host", default=None, help="Address to listen on (default 0.0.0.0).")
+    @click.option("--port", type=int, default=None, help="Port (default 8080).")
+    @click.option("--device", default=None, help="cpu, gpu, gpu:N (default: GPU 0 if available).")
+    @click.option("--use_hpip", is_flag=True, help="High-performance inference (ONNX Runtime on CPU).")
+    @click.option("--data_dir", default=None, help="Folder for PP-ShiTuV2 indexes, one sub-folder per indexKey "
+                                                   "(default ./.index).")
+    @click.option("--memory_index", is_flag=True, help="Keep indexes in memory only (lost on exit).")
+    @click.option("--api_key", default=None, envvar="VIEWFINDER_API_KEY",
+                  help="Require this key (Authorization: Bearer KEY or X-API-Key) on every route but /health.")
+    @click.option("--workers", type=int, default=None, help="Inference worker threads (default: physical cores).")
+    @click.option("--visualize/--no-visualize", default=None, help="Return result images (default: Serving.visualize).")
+    @click.option("--random_init", is_flag=True, help="Random weights (for load tests without weight files).")
+    @click.option("--log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+    @guarded
+    def serve_command(pipeline: str, host: str | None, port: int | None, device: str | None, use_hpip: bool,
+                      data_dir: str | None, memory_index: bool, api_key: str | None, workers: int | None,
+                      visualize: bool | None, random_init: bool, log_level: str) -> None:
+        """Serve a pipeline over HTTP with PaddleX's endpoints (FastAPI; OpenAPI at /docs)."""
+        run_server(pipeline, host, port, device, use_hpip, data_dir, api_key, memory_index=memory_index,
+                   workers=workers, visualize=visualize, random_init=random_init, log_level=log_level)
+
+    cli.add_command(serve_command)

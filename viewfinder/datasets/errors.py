@@ -1,0 +1,20 @@
+"""Dataset errors: a malformed dataset is a user error with a message naming the file and line."""
+from __future__ import annotations
+
+from ..errors import ViewfinderError
+
+#: at most this many problems are listed in one message (the count says how many there were)
+MAX_LISTED = 5
+
+
+class DatasetError(ViewfinderError):
+    """A dataset folder, list file, label file or conversion source is malformed."""
+
+
+def raise_problems(problems: list[str], what: str) -> None:
+    """Raise one :class:`DatasetError` listing the first few ``problems`` (no-op when empty)."""
+    if not problems:
+        return
+    shown = "; ".join(problems[:MAX_LISTED])
+    more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
+    raise DatasetError(f"{what}: {shown}{more}")

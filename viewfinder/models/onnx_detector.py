@@ -1,0 +1,328 @@
+"""Plug any ONNX object detector in as a (mainbody) detector.
+
+A detector is an ONNX file plus a small spec (a dict or YAML file) saying how to feed it
+and how to read it::
+
+    # centernet.yaml: CenterNet (TF.js human), detections already decoded
+    layout: NHWC            # input tensor layout: NCHW | NHWC
+    size: [512, 512]        # network input (width, height); default: the model's static size
+    channel_order: RGB      # RGB | BGR
+    # mean / std in 0-255 pixel units, in the model's channel order; omitted = raw 0-255 pixels
+    decoding: boxes_scores_classes
+    output: tower_0/detections   # rows [x1, y1, x2, y2, score, class] in input pixels
+    labels: coco80
+
+    # nanodet.yaml: NanoDet-m (GFL head), per-stride class scores + box distributions
+    channel_order: BGR
+    mean: [103.53, 116.28, 123.675]
+    std: [57.375, 57.12, 58.395]
+    decoding: gfl
+    strides: [8, 16, 32]
+    reg_max: 10             # bins 0..10 per side (l, t, r, b), side-major
+    # outputs: {8: [scores_name, dist_name], ...}   optional; matched by shape when omitted
+
+``create_onnx_detector(model, spec)`` returns a :class:`OnnxDetector`, a
+:class:`~viewfinder.models.detection.DetectionPredictor`: same ``predict(input,
+threshold=...)``, same NMS (``class_agnostic: true`` by default, the mainbody use), same
+:class:`~viewfinder.models.detection.DetResult`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ..device import resolve_device
+from ..engines.onnx_engine import OnnxRuntimeEngine
+from ..errors import ConfigError, WeightsNotFoundError
+from .detection import DetectionPredictor
+from .labels import load_labels
+from .preprocess import PreprocessConfig, Preprocessor
+from .registry import ModelSpec
+
+DECODINGS = ("boxes_scores_classes", "gfl")
+BSC_COLUMNS = ("x1", "y1", "x2", "y2", "score", "class")
+
+
+@dataclass(frozen=True)
+class OnnxDetectorSpec:
+    """How to feed an ONNX detector and decode its outputs (see the module docstring)."""
+
+    decoding: str
+    input_name: str | None = None
+    layout: str = "NCHW"
+    size: tuple[int, int] | None = None  # (width, height)
+    channel_order: str = "RGB"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # 0-255 units, model channel order
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    interpolation: str = "bilinear"
+    # boxes_scores_classes
+    output: str | None = None
+    columns: tuple[str, ...] = BSC_COLUMNS
+    normalized_coordinates: bool = False  # True: boxes in [0, 1] of the input size
+    # gfl
+    strides: tuple[int, ...] = (8, 16, 32)
+    reg_max: int = 7
+    outputs: dict[int, tuple[str, str]] | None = None  # stride -> (scores, distribution)
+    score_activation: str = "none"  # "none" (already probabilities) | "sigmoid"
+    cell_offset: float = 0.5
+    # results and NMS
+    labels: tuple[str, ...] | None = None
+    class_agnostic: bool = True
+    threshold: float = 0.5
+    score_threshold: float = 0.025
+    nms_threshold: float = 0.6
+    nms_top_k: int = 1000
+    keep_top_k: int = 100
+
+    def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"onnx detector: decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ConfigError(f"onnx detector: layout must be NCHW or NHWC, got {self.layout!r}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ConfigError(f"onnx detector: channel_order must be RGB or BGR, got {self.channel_order!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(float(s) == 0 for s in self.std):
+            raise ConfigError("onnx detector: mean and std need 3 values each, std non-zero")
+        if self.score_activation not in ("none", "sigmoid"):
+            raise ConfigError(f"onnx detector: score_activation must be none or sigmoid, got {self.score_activation!r}")
+        if self.decoding == "boxes_scores_classes" and sorted(self.columns) != sorted(BSC_COLUMNS):
+            raise ConfigError(f"onnx detector: columns must name each of {', '.join(BSC_COLUMNS)} once")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
+            raise ConfigError(f"onnx detector: size must be [width, height], got {self.size!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "OnnxDetectorSpec":
+        if not isinstance(data, dict):
+            raise ConfigError(f"onnx detector spec must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"onnx detector spec: unknown keys {unknown}; known: {sorted(known)}")
+        if "decoding" not in data:
+            raise ConfigError(f"onnx detector spec needs 'decoding' ({' or '.join(DECODINGS)})")
+        values = dict(data)
+        for key in ("size", "mean", "std", "strides", "columns"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        labels = values.get("labels")
+        if isinstance(labels, str):
+            try:
+                values["labels"] = tuple(load_labels(labels))
+            except FileNotFoundError:
+                raise ConfigError(f"onnx detector spec: no shipped label list named {labels!r}") from None
+        elif labels is not None:
+            values["labels"] = tuple(str(label) for label in labels)
+        if values.get("outputs") is not None:
+            try:
+                values["outputs"] = {int(k): (str(v[0]), str(v[1])) for k, v in dict(values["outputs"]).items()}
+            except (TypeError, ValueError, IndexError):
+                raise ConfigError("onnx detector spec: outputs must map stride -> [scores_name, dist_name]") from None
+        return cls(**values)
+
+    @classmethod
+    def load(cls, spec: "OnnxDetectorSpec | dict[str, Any] | str | Path") -> "OnnxDetectorSpec":
+        if isinstance(spec, OnnxDetectorSpec):
+            return spec
+        if isinstance(spec, (str, Path)):
+            path = Path(spec)
+            if not path.is_file():
+                raise ConfigError(f"onnx detector spec file {path} does not exist")
+            try:
+                spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+        return cls.from_dict(spec)  # type: ignore[arg-type]
+
+
+class OnnxDetectorEngine:
+    """Feeds an ONNX detector from our NCHW RGB batches: channel order, layout, fixed batch size."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, spec: OnnxDetectorSpec, device: torch.device, cpu_threads: int | None) -> None:
+        self.inner = OnnxRuntimeEngine(path, device, cpu_threads, output_kind="dict")
+        self.device = device
+        self.spec = spec
+        inputs = {i.name: i for i in self.inner.session.get_inputs()}
+        name = spec.input_name or next(iter(inputs))
+        if name not in inputs:
+            raise ConfigError(f"{path.name}: no input named {name!r}; inputs are {sorted(inputs)}")
+        self.inner.input_name = name
+        shape = list(inputs[name].shape)
+        if len(shape) != 4:
+            raise ConfigError(f"{path.name}: input {name!r} has shape {shape}; expected a 4-d image tensor")
+        channel_axis = 1 if spec.layout == "NCHW" else 3
+        if isinstance(shape[channel_axis], int) and shape[channel_axis] != 3:
+            raise ConfigError(f"{path.name}: input {name!r} {shape} has no 3-channel axis for layout {spec.layout}")
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        h_axis, w_axis = (2, 3) if spec.layout == "NCHW" else (1, 2)
+        static = isinstance(shape[w_axis], int) and isinstance(shape[h_axis], int)
+        self.static_size = (shape[w_axis], shape[h_axis]) if static else None
+        self.output_shapes = {o.name: list(o.shape) for o in self.inner.session.get_outputs()}
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = np.asarray(batch, dtype=np.float32)
+        if self.spec.channel_order == "BGR":
+            batch = batch[:, ::-1]
+        if self.spec.layout == "NHWC":
+            batch = batch.transpose(0, 2, 3, 1)
+        batch = np.ascontiguousarray(batch)
+        if self.fixed_batch in (None, len(batch)):
+            return self.inner(batch)
+        if self.fixed_batch != 1:
+            raise ConfigError(f"the ONNX detector takes batches of exactly {self.fixed_batch}")
+        parts = [self.inner(batch[i:i + 1]) for i in range(len(batch))]
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = x - x.max(axis=axis, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=axis, keepdims=True)
+    return x
+
+
+def gfl_decode(
+    scores: list[np.ndarray], dists: list[np.ndarray], strides: tuple[int, ...], input_size: tuple[int, int],
+    reg_max: int, cell_offset: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-stride scores [B, N_s, C] and distributions [B, N_s, 4*(reg_max+1)] -> boxes [B, N, 4], scores [B, N, C].
+
+    Cells are row-major over a ceil(H/s) x ceil(W/s) grid, centres at (x + offset) * s;
+    each side's distance is the expectation of its bins times the stride.
+    """
+    height, width = input_size
+    project = np.arange(reg_max + 1, dtype=np.float32)
+    all_boxes = []
+    for dist, stride in zip(dists, strides):
+        rows, cols = -(-height // stride), -(-width // stride)
+        ys, xs = np.meshgrid(np.arange(rows, dtype=np.float32), np.arange(cols, dtype=np.float32), indexing="ij")
+        centres = (np.stack((xs.ravel(), ys.ravel()), axis=-1) + cell_offset) * stride  # [N, 2]
+        batch, cells = dist.shape[:2]
+        if cells != len(centres):
+            raise ConfigError(f"stride {stride}: {cells} cells, but a {cols}x{rows} grid has {len(centres)}")
+        bins = dist.reshape(batch, cells, 4, reg_max + 1).astype(np.float32)
+        distance = _softmax(bins) @ project * stride  # [B, N, 4]
+        all_boxes.append(np.concatenate((centres - distance[..., :2], centres + distance[..., 2:]), axis=-1))
+    return np.concatenate(all_boxes, axis=1), np.concatenate(scores, axis=1).astype(np.float32)
+
+
+class OnnxDetector(DetectionPredictor):
+    """A :class:`DetectionPredictor` over an ONNX detector described by an :class:`OnnxDetectorSpec`."""
+
+    onnx_spec: OnnxDetectorSpec
+
+    def _gfl_outputs(self) -> dict[int, tuple[str, str]]:
+        spec = self.onnx_spec
+        if spec.outputs is not None:
+            missing = [n for pair in spec.outputs.values() for n in pair if n not in self.engine.output_shapes]
+            if missing:
+                known = sorted(self.engine.output_shapes)
+                raise ConfigError(f"onnx detector: no outputs named {missing}; outputs are {known}")
+            return dict(spec.outputs)
+        height, width = self.preprocess.config.input_size
+        dist_width = 4 * (spec.reg_max + 1)
+        matched: dict[int, tuple[str, str]] = {}
+        for stride in spec.strides:
+            cells = (-(-height // stride)) * (-(-width // stride))
+            same = [n for n, s in self.engine.output_shapes.items() if len(s) == 3 and s[1] == cells]
+            dist = [n for n in same if self.engine.output_shapes[n][2] == dist_width]
+            score = [n for n in same if self.engine.output_shapes[n][2] != dist_width]
+            if len(dist) != 1 or len(score) != 1:
+                raise ConfigError(
+                    f"onnx detector: cannot tell the stride-{stride} outputs apart by shape ({cells} cells); "
+                    "name them in the spec: outputs: {stride: [scores, distribution]}"
+                )
+            matched[stride] = (score[0], dist[0])
+        return matched
+
+    def decode_outputs(self, outputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        spec = self.onnx_spec
+        height, width = self.preprocess.config.input_size
+        if spec.decoding == "gfl":
+            names = self._gfl_outputs()
+            strides = tuple(sorted(names))
+            scores = [outputs[names[s][0]] for s in strides]
+            if spec.score_activation == "sigmoid":
+                scores = [1.0 / (1.0 + np.exp(-s)) for s in scores]
+            dists = [outputs[names[s][1]] for s in strides]
+            return gfl_decode(scores, dists, strides, (height, width), spec.reg_max, spec.cell_offset)
+        name = spec.output or next(
+            (n for n, s in self.engine.output_shapes.items() if len(s) == 3 and s[2] == len(BSC_COLUMNS)), None
+        )
+        if name is None or name not in outputs:
+            raise ConfigError(f"onnx detector: no detections output {name!r}; outputs are {sorted(outputs)}")
+        rows = np.asarray(outputs[name], dtype=np.float32)
+        column = {c: i for i, c in enumerate(spec.columns)}
+        boxes = rows[..., [column["x1"], column["y1"], column["x2"], column["y2"]]]
+        if spec.normalized_coordinates:
+            boxes = boxes * np.array([width, height, width, height], dtype=np.float32)
+        classes = rows[..., column["class"]].astype(np.int64)
+        num_classes = max(len(spec.labels or ()), int(classes.max(initial=0)) + 1)
+        scores = np.zeros(rows.shape[:2] + (num_classes,), dtype=np.float32)
+        valid = classes >= 0  # padding rows carry class -1 in some exporters
+        b, n = np.nonzero(valid)
+        scores[b, n, classes[valid]] = rows[..., column["score"]][valid]
+        return boxes, scores
+
+
+def create_onnx_detector(
+    model: str | Path,
+    spec: OnnxDetectorSpec | dict[str, Any] | str | Path,
+    device: str | None = None,
+    cpu_threads: int | None = None,
+    batch_size: int = 1,
+    **params: Any,
+) -> OnnxDetector:
+    """An ONNX detector as a ``mainbody_detection`` predictor (``predict(input, threshold=0.5)``)."""
+    path = Path(model)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"ONNX model {path} does not exist")
+    detector_spec = OnnxDetectorSpec.load(spec)
+    torch_device = resolve_device(device)
+    engine = OnnxDetectorEngine(path, detector_spec, torch_device, cpu_threads)
+    size = detector_spec.size or engine.static_size
+    if size is None:
+        raise ConfigError(f"{path.name} has a dynamic input size; give size: [width, height] in the spec")
+    if engine.static_size is not None and tuple(size) != tuple(engine.static_size):
+        width, height = engine.static_size
+        raise ConfigError(f"{path.name} takes {width}x{height} input; spec size is {size}")
+    # Our preprocessor works in RGB: reorder the model-order statistics to RGB.
+    order = slice(None, None, -1) if detector_spec.channel_order == "BGR" else slice(None)
+    preprocess = PreprocessConfig(
+        resize_short=None, crop=None, resize=(int(size[0]), int(size[1])),
+        mean=tuple(float(m) for m in detector_spec.mean[order]), std=tuple(float(s) for s in detector_spec.std[order]),
+        interpolation=detector_spec.interpolation, scale=1.0,
+    )
+    model_spec = ModelSpec(
+        name=path.stem,
+        task="mainbody_detection",
+        builder=_no_builder,
+        preprocess=preprocess,
+        num_classes=len(detector_spec.labels or ()) or 1,
+        arch=f"onnx:{path.name}",
+        defaults={
+            "threshold": detector_spec.threshold,
+            "score_threshold": detector_spec.score_threshold,
+            "nms_threshold": detector_spec.nms_threshold,
+            "nms_top_k": detector_spec.nms_top_k,
+            "keep_top_k": detector_spec.keep_top_k,
+            "class_agnostic": detector_spec.class_agnostic,
+        },
+    )
+    labels = list(detector_spec.labels) if detector_spec.labels else None
+    detector = OnnxDetector(model_spec, engine, Preprocessor(preprocess), labels, batch_size=batch_size, **params)
+    detector.onnx_spec = detector_spec
+    detector.device = torch_device
+    if detector_spec.decoding == "gfl":
+        detector._gfl_outputs()  # fail now, not at the first image, when outputs cannot be matched
+    return detector
+
+
+def _no_builder(**_: Any) -> None:
+    raise ConfigError("an ONNX detector has no torch network to build")

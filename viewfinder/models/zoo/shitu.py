@@ -1,0 +1,146 @@
+"""PP-ShiTuV2 models: the image-feature (recognition) models and the mainbody detector.
+
+Importing this module registers the models and the predictors of the ``image_feature``
+and ``mainbody_detection`` tasks. Official PaddleX weights are the default source
+(downloaded once into the weights cache); ``.pdparams`` files are converted on load.
+"""
+from __future__ import annotations
+
+from ..detection import DetectionPredictor
+from ..factory import register_predictor
+from ..feature import FeaturePredictor
+from ..nets.clip_feature import clip_feature_builder
+from ..nets.lcnetv2_shitu import build_shitu_rec
+from ..nets.picodet import build_picodet
+from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
+from ..registry import ModelSpec, WeightSource, register
+from .paddle_converters import block_index_map, make_converter
+
+PADDLEX_PRETRAINED = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/"
+FEATURE_DIM = 512
+
+# PaddleX: ResizeImage size [224, 224] (no keep-ratio, cv2 bilinear), ImageNet mean/std.
+REC_224 = PreprocessConfig(resize_short=None, crop=None, resize=(224, 224), interpolation="bilinear")
+CLIP_REC_224 = PreprocessConfig(
+    resize_short=None, crop=None, resize=(224, 224), mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
+)
+# PaddleDetection: Resize target 640x640, keep_ratio False, interp 2 (cubic); ImageNet mean/std.
+DET_640 = PreprocessConfig(resize_short=None, crop=None, resize=(640, 640), interpolation="bicubic")
+
+DET_DEFAULTS = {
+    "threshold": 0.5,
+    "score_threshold": 0.025,
+    "nms_threshold": 0.6,
+    "nms_top_k": 1000,
+    "keep_top_k": 100,
+    "label_list": ["foreground"],
+}
+
+
+def _paddlex_weights(name: str) -> tuple[WeightSource, ...]:
+    filename = f"{name}_pretrained.pdparams"
+    return (WeightSource(kind="url", format="pdparams", url=PADDLEX_PRETRAINED + filename, filename=filename),)
+
+
+# --- .pdparams converters ---------------------------------------------------------------
+
+#: PaddleClas PPLCNetV2_base_ShiTu + BNNeck -> ShiTuRecNet (timm LCNetV2 names)
+shitu_rec_from_pdparams = make_converter(
+    renames=(
+        (r"\.se\.conv1\.", ".se.fc1."),  # timm.layers.SqueezeExcite
+        (r"\.se\.conv2\.", ".se.fc2."),
+        (r"\.pw_conv_1\.", ".pw_conv.0."),
+        (r"\.pw_conv_2\.", ".pw_conv.1."),
+        (r"^backbone\.last_conv\.", "backbone.conv_head."),
+        (r"^neck\.feat_bn\.", "neck."),
+    ),
+    drop=(
+        r"^head\.",  # the training classifier (192,612 classes officially)
+        r"\.dw_conv\.(weight|bias)$",  # the un-trained fused conv of re-parameterisable blocks
+    ),
+)
+
+# PaddleDetection LCNet groups its 13 blocks as blocks2..blocks6 = (1, 2, 2, 6, 2);
+# timm's PP-LCNet as 6 stages of (1, 2, 2, 2, 4, 2).
+_LCNET_BLOCKS = block_index_map((1, 2, 2, 6, 2), (1, 2, 2, 2, 4, 2))
+
+
+def _lcnet_block(match) -> str:
+    stage, block = _LCNET_BLOCKS[(int(match.group(1)) - 2, int(match.group(2)))]
+    return f"backbone.blocks.{stage}.{block}."
+
+
+#: PaddleDetection PicoDet (LCNet, CSPPAN, PicoHead) -> nets.picodet.PicoDet
+picodet_from_pdparams = make_converter(
+    renames=(
+        (r"^backbone\.conv1\.conv\.", "backbone.conv_stem."),
+        (r"^backbone\.conv1\.bn\.", "backbone.bn1."),
+        (r"^backbone\.blocks(\d)\.(\d+)\.", _lcnet_block),
+        (r"^(backbone\.blocks\.\d+\.\d+)\.dw_conv\.conv\.", r"\1.conv_dw."),
+        (r"^(backbone\.blocks\.\d+\.\d+)\.dw_conv\.bn\.", r"\1.bn1."),
+        (r"^(backbone\.blocks\.\d+\.\d+)\.pw_conv\.conv\.", r"\1.conv_pw."),
+        (r"^(backbone\.blocks\.\d+\.\d+)\.pw_conv\.bn\.", r"\1.bn2."),
+        (r"^(backbone\.blocks\.\d+\.\d+)\.se\.conv1\.", r"\1.se.conv_reduce."),
+        (r"^(backbone\.blocks\.\d+\.\d+)\.se\.conv2\.", r"\1.se.conv_expand."),
+        (r"^head\.conv_feat\.cls_conv_(dw|pw)(\d+)\.(\d+)\.", r"head.conv_feat.levels.\2.\3.\1."),
+        (r"^head\.head_cls(\d+)\.", r"head.head_cls.\1."),
+    ),
+    drop=(
+        r"^head\.p\d+_feat\.scale_reg$",  # GFL scale registers; PicoHead's forward does not use them
+        r"^head\.distribution_project\.project$",  # the constant [0, 1, ..., reg_max]
+    ),
+)
+
+
+# --- registrations ----------------------------------------------------------------------
+
+register(
+    ModelSpec(
+        name="PP-ShiTuV2_rec",
+        task="image_feature",
+        builder=build_shitu_rec,
+        preprocess=REC_224,
+        num_classes=FEATURE_DIM,
+        weight_sources=_paddlex_weights("PP-ShiTuV2_rec"),
+        param_count=4622848,
+        arch="PPLCNetV2_base_ShiTu + BNNeck (timm lcnetv2_base)",
+        defaults={},
+        converters={"pdparams": shitu_rec_from_pdparams},
+    )
+)
+
+for _size, _arch, _count in (
+    ("base", "vit_base_patch16_clip_224", 86193152),
+    ("large", "vit_large_patch14_clip_224", 303704576),
+):
+    register(
+        ModelSpec(
+            name=f"PP-ShiTuV2_rec_CLIP_vit_{_size}",
+            task="image_feature",
+            builder=clip_feature_builder(_arch),
+            preprocess=CLIP_REC_224,
+            num_classes=FEATURE_DIM,
+            weight_sources=(),  # no CLIP weights are published in a form we can fetch
+            param_count=_count,
+            arch=f"{_arch} + Linear({FEATURE_DIM})",
+            large=True,
+        )
+    )
+
+register(
+    ModelSpec(
+        name="PP-ShiTuV2_det",
+        task="mainbody_detection",
+        builder=build_picodet,
+        preprocess=DET_640,
+        num_classes=1,
+        weight_sources=_paddlex_weights("PP-ShiTuV2_det"),
+        param_count=7043956,
+        arch="PicoDet (PP-LCNet x2.5, CSP-PAN, PicoHead)",
+        defaults=dict(DET_DEFAULTS),
+        converters={"pdparams": picodet_from_pdparams},
+    )
+)
+
+register_predictor("image_feature", FeaturePredictor)
+register_predictor("mainbody_detection", DetectionPredictor)

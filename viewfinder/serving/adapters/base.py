@@ -1,0 +1,67 @@
+"""The adapter interface and the helpers adapters share."""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+
+from ...errors import InputError
+from ...results import to_jsonable
+from ..runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+# A plain grey picture for warm-up runs (the first forward allocates; PaddleClas #2872).
+WARMUP_BGR = np.full((256, 320, 3), 127, dtype=np.uint8)
+
+
+class PipelineAdapter:
+    """Registers one pipeline's endpoints on an app; subclasses implement :meth:`register`."""
+
+    #: canonical names of the pipelines this adapter serves
+    pipeline_names: tuple[str, ...] = ()
+
+    def __init__(self, pipeline: Any, runtime: ServiceRuntime) -> None:
+        self.pipeline = pipeline
+        self.runtime = runtime
+        try:
+            parameters = inspect.signature(pipeline.predict).parameters
+        except (TypeError, ValueError):  # pragma: no cover - builtins
+            parameters = {}
+        self._takes_batch_size = "batch_size" in parameters
+
+    def register(self, app: FastAPI) -> None:
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """Run the models once so the first request does not pay for allocation."""
+
+    # ------------------------------------------------------------------ helpers
+    def predict_all(self, inputs: list[Any], **params: Any) -> list[Any]:
+        """``pipeline.predict`` over ``inputs`` as one batch; None params are left to the pipeline."""
+        kwargs = {k: v for k, v in params.items() if v is not None}
+        if self._takes_batch_size:
+            kwargs["batch_size"] = max(1, len(inputs))
+        results = list(self.pipeline.predict(inputs, **kwargs))
+        if len(results) != len(inputs):
+            raise RuntimeError(f"pipeline returned {len(results)} results for {len(inputs)} inputs")
+        return results
+
+
+def failed(result: Any) -> Exception | None:
+    """An :class:`InputError` for a per-input error result (undecodable image), else None."""
+    if getattr(result, "ok", True) and "error" not in result:
+        return None
+    return InputError(str(result.get("error") or "the image could not be processed"))
+
+
+def categories(result: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    """PaddleX's ``categories`` from a classification result (best first)."""
+    ids = to_jsonable(result["class_ids"])
+    scores = to_jsonable(result["scores"])
+    names = result.get("label_names") or [str(i) for i in ids]
+    rows = [{"id": int(i), "name": str(n), "score": float(s)} for i, n, s in zip(ids, names, scores)]
+    return rows[:limit] if limit is not None else rows

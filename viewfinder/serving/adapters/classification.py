@@ -1,0 +1,58 @@
+"""``image_classification``: ``POST /image-classification`` (PaddleX operationId ``infer``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from ..schemas import ClassificationResult, ImageClassificationRequest, ResultResponse
+from .base import WARMUP_BGR, PipelineAdapter, categories, failed
+
+
+class ClassificationAdapter(PipelineAdapter):
+    pipeline_names = ("image_classification",)
+
+    def __init__(self, pipeline: Any, runtime: Any) -> None:
+        super().__init__(pipeline, runtime)
+        self.default_topk = int(getattr(pipeline, "topk", None) or 5)
+        self.batcher = runtime.batcher(self._run)
+
+    def register(self, app: FastAPI) -> None:
+        runtime = self.runtime
+
+        @app.post("/image-classification", operation_id="infer", tags=["image_classification"],
+                  response_model=ResultResponse[ClassificationResult])
+        async def infer(body: ImageClassificationRequest, request: Request):
+            """Top-k classes of one image."""
+            with self.batcher.incoming():
+                data = await runtime.read_image(body.image)
+                topk = body.topk or (body.inferenceParams.topK if body.inferenceParams else None)
+                result = await self.batcher.submit((data, topk, runtime.visualize(body.visualize)))
+            return runtime.ok(request, result)
+
+    def warmup(self) -> None:
+        self.predict_all([WARMUP_BGR])
+
+    def _run(self, items: list[tuple[bytes, int | None, bool]]) -> list[Any]:
+        """One forward for the batch at the largest topk asked for; each answer is cut to its own."""
+        wanted = [topk or self.default_topk for _, topk, _ in items]
+        results = self.predict_all([data for data, _, _ in items], topk=max(wanted))
+        outcomes: list[Any] = []
+        for (_, _, visualize), k, result in zip(items, wanted, results):
+            try:
+                outcomes.append(self._answer(result, k, visualize))
+            except Exception as exc:  # this request fails, the rest of the batch does not
+                outcomes.append(exc)
+        return outcomes
+
+    def _answer(self, result: Any, k: int, visualize: bool) -> ClassificationResult:
+        error = failed(result)
+        if error is not None:
+            raise error
+        for field in ("class_ids", "scores", "label_names"):
+            if field in result:
+                result[field] = result[field][:k]  # the drawing shows what the answer holds
+        answer = ClassificationResult(categories=categories(result))
+        if visualize:
+            answer.image = self.runtime.encode_image(result.img["res"])
+        return answer

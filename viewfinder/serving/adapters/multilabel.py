@@ -1,0 +1,61 @@
+"""``image_multilabel_classification``: ``POST /multilabel-image-classification`` (operationId ``infer``)."""
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from ..schemas import ClassificationResult, MultiLabelRequest, ResultResponse
+from .base import WARMUP_BGR, PipelineAdapter, categories, failed
+
+
+def threshold_key(threshold: Any) -> Hashable:
+    """Requests with equal thresholds share a forward pass."""
+    if isinstance(threshold, dict):
+        return ("dict",) + tuple(sorted((str(k), float(v)) for k, v in threshold.items()))
+    if isinstance(threshold, list):
+        return ("list",) + tuple(float(v) for v in threshold)
+    return threshold
+
+
+class MultiLabelAdapter(PipelineAdapter):
+    pipeline_names = ("image_multilabel_classification",)
+
+    def __init__(self, pipeline: Any, runtime: Any) -> None:
+        super().__init__(pipeline, runtime)
+        self.batcher = runtime.batcher(self._run)
+
+    def register(self, app: FastAPI) -> None:
+        runtime = self.runtime
+
+        @app.post("/multilabel-image-classification", operation_id="infer",
+                  tags=["image_multilabel_classification"], response_model=ResultResponse[ClassificationResult])
+        async def infer(body: MultiLabelRequest, request: Request):
+            """The classes of one image scoring above the threshold (possibly none)."""
+            with self.batcher.incoming():
+                data = await runtime.read_image(body.image)
+                threshold = body.threshold
+                result = await self.batcher.submit((data, threshold, runtime.visualize(body.visualize)),
+                                                   key=threshold_key(threshold))
+            return runtime.ok(request, result)
+
+    def warmup(self) -> None:
+        self.predict_all([WARMUP_BGR])
+
+    def _run(self, items: list[tuple[bytes, Any, bool]]) -> list[Any]:
+        threshold = items[0][1]  # the batcher groups items by threshold
+        results = self.predict_all([data for data, _, _ in items], threshold=threshold)
+        outcomes: list[Any] = []
+        for (_, _, visualize), result in zip(items, results):
+            try:
+                error = failed(result)
+                if error is not None:
+                    raise error
+                answer = ClassificationResult(categories=categories(result))
+                if visualize:
+                    answer.image = self.runtime.encode_image(result.img["res"])
+                outcomes.append(answer)
+            except Exception as exc:  # this request fails, the rest of the batch does not
+                outcomes.append(exc)
+        return outcomes

@@ -1,0 +1,214 @@
+"""``PP-ShiTuV2``: index build/add/remove, recognition, and (ours) index list/info/delete.
+
+The pipeline is used through PaddleX's Python API only::
+
+    build_index(gallery_imgs: list[BGR ndarray], gallery_label: list[str], metric_type, index_type) -> IndexData
+    append_index(gallery_imgs, gallery_label, index: IndexData) -> IndexData
+    remove_index(remove_ids: list[int], index: IndexData) -> IndexData
+    predict(input, index=IndexData, det_threshold=, rec_threshold=, rec_topk=, [hamming_radius=])
+        -> results with boxes: [{coordinate, det_score, labels, rec_scores}]
+
+Like PaddleX's service, indexes are built Flat + IP (so removal works). Unlike it, a
+box whose recognition was rejected (``labels == [None]``) gets an empty ``recResults``
+instead of a 500 (PaddleX #3390), and writers to one index queue in the event loop, not
+on worker threads, so they never starve recognition requests of workers.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from ...errors import ConfigError, ViewfinderError
+from ...results import to_jsonable
+from ..images import decode_bgr
+from ..schemas import (
+    AddImagesToIndexRequest,
+    BuildIndexRequest,
+    BuildIndexResult,
+    DeleteIndexResult,
+    DetectedObject,
+    IndexChangeResult,
+    IndexInfo,
+    IndexList,
+    RecResult,
+    RemoveImagesFromIndexRequest,
+    ResultResponse,
+    ShiTuInferRequest,
+    ShiTuInferResult,
+)
+from ..security import INDEX_KEY_PATTERN
+from .base import WARMUP_BGR, PipelineAdapter, failed
+
+REQUIRED_METHODS = ("build_index", "append_index", "remove_index", "predict")
+PathKey = Annotated[str, Path(pattern=INDEX_KEY_PATTERN, max_length=128)]
+
+
+def detected_objects(result: Any) -> list[DetectedObject]:
+    """PaddleX's ``detectedObjects`` from a ShiTu result; rejected recognitions are left out."""
+    objects = []
+    for box in result.get("boxes") or []:
+        labels = box.get("labels") or []
+        scores = to_jsonable(box.get("rec_scores") or [])
+        recognised = [RecResult(label=str(label), score=float(score))
+                      for label, score in zip(labels, scores) if label is not None and score is not None]
+        objects.append(DetectedObject(bbox=[float(v) for v in to_jsonable(box["coordinate"])],
+                                      recResults=recognised, score=float(to_jsonable(box.get("det_score", 0.0)))))
+    return objects
+
+
+class ShiTuAdapter(PipelineAdapter):
+    pipeline_names = ("PP-ShiTuV2",)
+
+    def __init__(self, pipeline: Any, runtime: Any) -> None:
+        super().__init__(pipeline, runtime)
+        missing = [m for m in REQUIRED_METHODS if not callable(getattr(pipeline, m, None))]
+        if missing:
+            raise ConfigError(f"{type(pipeline).__name__} cannot serve PP-ShiTuV2: it lacks {', '.join(missing)}")
+        self.store = runtime.store
+        # The pipeline runs one image after another (its detector takes one image), so a
+        # batch would only make requests wait for each other: one request per worker call.
+        self.batcher = runtime.batcher(self._infer_batch, max_batch=1)
+        self._writers: dict[tuple[int, str], asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _writer(self, key: str) -> asyncio.Lock:
+        """Writers to one index wait here, in the event loop, rather than on a worker thread."""
+        slot = (id(asyncio.get_running_loop()), key)
+        lock = self._writers.get(slot)
+        if lock is None:
+            lock = self._writers[slot] = asyncio.Lock()
+        return lock
+
+    def _default_index(self) -> bool:
+        config = getattr(self.pipeline, "config", None) or {}
+        value = config.get("index")
+        return not (value is None or str(value).strip().lower() in ("", "none", "null"))
+
+    def _quiet(self, method: str) -> dict[str, Any]:
+        """``show_progress=False`` where the pipeline method has it (no progress bars in a server log)."""
+        try:
+            return {"show_progress": False} if "show_progress" in inspect.signature(
+                getattr(self.pipeline, method)).parameters else {}
+        except (TypeError, ValueError):  # pragma: no cover
+            return {}
+
+    def _build(self, datas: list[bytes], labels: list[str]) -> BuildIndexResult:
+        index = self.pipeline.build_index([decode_bgr(d) for d in datas], labels,
+                                          metric_type="IP", index_type="Flat", **self._quiet("build_index"))
+        key = self.store.create(index)
+        return BuildIndexResult(indexKey=key, idMap=index.id_map)
+
+    def _add(self, key: str, datas: list[bytes], labels: list[str], changed_only: bool) -> IndexChangeResult:
+        images = [decode_bgr(d) for d in datas]
+        before, after = self.store.update(
+            key, lambda index: self.pipeline.append_index(images, labels, index, **self._quiet("append_index")))
+        if not changed_only:
+            return IndexChangeResult(idMap=after.id_map)
+        added = list(range(before.next_id, after.next_id))
+        id_map = {i: label for i, label in zip(added, after.get_labels(added)) if label is not None}
+        return IndexChangeResult(idMap=id_map, addedIds=list(id_map), indexSize=len(after))
+
+    def _remove(self, key: str, ids: list[int], changed_only: bool) -> IndexChangeResult:
+        before, after = self.store.update(key, lambda index: self.pipeline.remove_index(ids, index))
+        if not changed_only:
+            return IndexChangeResult(idMap=after.id_map)
+        wanted = sorted(set(ids))
+        gone = {i: label for i, label, now in zip(wanted, before.get_labels(wanted), after.get_labels(wanted))
+                if label is not None and now is None}
+        return IndexChangeResult(idMap=gone, removedIds=list(gone), indexSize=len(after))
+
+    def _infer_batch(self, items: list[tuple[bytes, bool, tuple[Any, ...]]]) -> list[Any]:
+        key, det_threshold, rec_threshold, hamming_radius, topk = items[0][2]  # batches share these
+        index = self.store.get(key) if key else None
+        results = self.predict_all([data for data, _, _ in items], index=index, det_threshold=det_threshold,
+                                   rec_threshold=rec_threshold, hamming_radius=hamming_radius, rec_topk=topk)
+        outcomes: list[Any] = []
+        for (_, visualize, _), result in zip(items, results):
+            try:
+                error = failed(result)
+                if error is not None:
+                    raise error
+                answer = ShiTuInferResult(detectedObjects=detected_objects(result))
+                if visualize:
+                    answer.image = self.runtime.encode_image(result.img["res"])
+                outcomes.append(answer)
+            except Exception as exc:  # this request fails, the rest of the batch does not
+                outcomes.append(exc)
+        return outcomes
+
+    def warmup(self) -> None:
+        index = self.pipeline.build_index([WARMUP_BGR], ["warmup"], metric_type="IP", index_type="Flat",
+                                          **self._quiet("build_index"))
+        list(self.pipeline.predict([WARMUP_BGR], index=index))
+
+    # ------------------------------------------------------------------ routes
+    def register(self, app: FastAPI) -> None:
+        runtime, store = self.runtime, self.store
+        tags = ["PP-ShiTuV2"]
+
+        @app.post("/shitu-index-build", operation_id="buildIndex", tags=tags,
+                  response_model=ResultResponse[BuildIndexResult])
+        async def build_index(body: BuildIndexRequest, request: Request):
+            """Build a new index (Flat, inner product) from labelled images; returns its indexKey."""
+            datas = await runtime.read_images([pair.image for pair in body.imageLabelPairs])
+            labels = [pair.label for pair in body.imageLabelPairs]
+            return runtime.ok(request, await runtime.pool.execute(self._build, datas, labels))
+
+        @app.post("/shitu-index-add", operation_id="addImagesToIndex", tags=tags,
+                  response_model=ResultResponse[IndexChangeResult])
+        async def add_images(body: AddImagesToIndexRequest, request: Request):
+            """Add labelled images to an index; new ids continue after the largest ever used."""
+            await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
+            datas = await runtime.read_images([pair.image for pair in body.imageLabelPairs])
+            labels = [pair.label for pair in body.imageLabelPairs]
+            async with self._writer(body.indexKey):
+                result = await runtime.pool.execute(self._add, body.indexKey, datas, labels, body.changedOnly)
+            return runtime.ok(request, result)
+
+        @app.post("/shitu-index-remove", operation_id="removeImagesFromIndex", tags=tags,
+                  response_model=ResultResponse[IndexChangeResult])
+        async def remove_images(body: RemoveImagesFromIndexRequest, request: Request):
+            """Remove ids from an index (ids are never reused)."""
+            async with self._writer(body.indexKey):
+                result = await runtime.pool.execute(self._remove, body.indexKey, body.ids, body.changedOnly)
+            return runtime.ok(request, result)
+
+        @app.post("/shitu-infer", operation_id="infer", tags=tags, response_model=ResultResponse[ShiTuInferResult])
+        async def infer(body: ShiTuInferRequest, request: Request):
+            """Detect the main objects of an image and recognise each against an index."""
+            with self.batcher.incoming():
+                if body.indexKey:
+                    await run_in_threadpool(store.get, body.indexKey)  # 404 early; loads a cold index
+                elif not self._default_index():
+                    raise ViewfinderError("indexKey is required: the pipeline config names no default index")
+                data = await runtime.read_image(body.image)
+                params = (body.indexKey, body.detThreshold, body.recThreshold, body.hammingRadius, body.topk)
+                result = await self.batcher.submit((data, runtime.visualize(body.visualize), params), key=params)
+            return runtime.ok(request, result)
+
+        @app.get("/shitu-indexes", operation_id="listIndexes", tags=tags, response_model=ResultResponse[IndexList])
+        async def list_indexes(request: Request):
+            """Every stored index with its size."""
+            rows = await run_in_threadpool(lambda: list(store.list()))
+            return runtime.ok(request, IndexList(indexes=[IndexInfo(**row) for row in rows]))
+
+        @app.get("/shitu-index/{indexKey}", operation_id="getIndex", tags=tags,
+                 response_model=ResultResponse[IndexInfo])
+        async def index_info(indexKey: PathKey, request: Request, withIdMap: bool = False):
+            """Size, dimension, index and metric type of one index (``?withIdMap=true``: its idMap too)."""
+            info = await run_in_threadpool(store.describe, indexKey)
+            if withIdMap:
+                info["idMap"] = (await run_in_threadpool(store.get, indexKey)).id_map
+            return runtime.ok(request, IndexInfo(**info))
+
+        @app.delete("/shitu-index/{indexKey}", operation_id="deleteIndex", tags=tags,
+                    response_model=ResultResponse[DeleteIndexResult])
+        async def delete_index(indexKey: PathKey, request: Request):
+            """Delete an index from memory and disk."""
+            async with self._writer(indexKey):
+                await run_in_threadpool(store.delete, indexKey)
+            return runtime.ok(request, DeleteIndexResult(indexKey=indexKey, deleted=True))

@@ -1,0 +1,108 @@
+"""The FastAPI application: PaddleX's envelope and error mapping around one pipeline's endpoints.
+
+Error mapping: a schema error is a 422 whose ``errorMsg`` says which field is wrong; a
+:class:`~viewfinder.errors.ViewfinderError` is answered with its ``http_status`` (bad
+image or URL 400, unknown indexKey 404, too large 413); anything else is a 500 whose body
+carries only the logId, the traceback going to the server log.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import ConfigError, ViewfinderError
+from .adapters import PipelineAdapter, adapter_class
+from .batching import WorkerPool
+from .config import ServingConfig
+from .middleware import ServiceMiddleware
+from .runtime import ServiceRuntime, log_id
+from .schemas import Envelope
+from .storage import IndexStore
+
+log = logging.getLogger("viewfinder.serving")
+
+
+def pipeline_name_of(pipeline: Any) -> str:
+    """The canonical name of a pipeline object (aliases resolved)."""
+    from ..pipelines import PIPELINE_NAMES
+
+    name = getattr(pipeline, "name", None) or (getattr(pipeline, "config", None) or {}).get("pipeline_name")
+    if not name:
+        raise ConfigError(f"cannot tell which pipeline {type(pipeline).__name__} is; pass pipeline_name")
+    return PIPELINE_NAMES.get(name, name)
+
+
+def _error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"logId": log_id(request), "errorCode": status, "errorMsg": message},
+                        status_code=status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
+        where = ".".join(loc) or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid value')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(request, 422, _describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(ViewfinderError)
+    async def viewfinder_error(request: Request, exc: ViewfinderError) -> JSONResponse:
+        status = int(getattr(exc, "http_status", 400))
+        if status >= 500:
+            log.error("logId %s: %s", log_id(request), exc)
+            return _error(request, status, f"{exc} (logId {log_id(request)})")
+        log.info("logId %s: %d %s", log_id(request), status, exc)
+        return _error(request, status, str(exc))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("logId %s: internal error on %s %s", log_id(request), request.method, request.url.path)
+        return _error(request, 500, f"Internal server error (logId {log_id(request)})")
+
+
+def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name: str | None = None,
+               store: IndexStore | None = None, warmup: bool = False) -> FastAPI:
+    """An app serving ``pipeline`` (an object from ``create_pipeline``) with PaddleX's endpoints."""
+    config = config or ServingConfig()
+    name = pipeline_name or pipeline_name_of(pipeline)
+    pool = WorkerPool(config.workers)
+    runtime = ServiceRuntime(config, pool, store)
+    adapter: PipelineAdapter = adapter_class(name)(pipeline, runtime)
+    if warmup:
+        adapter.warmup()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown()
+
+    app = FastAPI(title=f"viewfinder serving: {name}", version="1.0",
+                  description="PaddleX-compatible serving API (see docs/serving.md).", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.adapter = adapter
+    _install_error_handlers(app)
+
+    @app.get("/health", operation_id="checkHealth", response_model=Envelope, tags=["health"])
+    async def health(request: Request):
+        """Liveness: always Healthy once the models are loaded (no API key needed)."""
+        return JSONResponse({"logId": log_id(request), "errorCode": 0, "errorMsg": "Healthy"})
+
+    adapter.register(app)
+    app.add_middleware(ServiceMiddleware, max_body_bytes=config.max_body_bytes, api_key=config.api_key)
+    return app

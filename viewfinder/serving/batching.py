@@ -1,0 +1,186 @@
+"""A bounded inference worker pool and a micro-batcher in front of it.
+
+The pool has one thread per worker (sized to the cores by default) and an asyncio
+semaphore with as many slots, so work waits in the event loop, not in an unbounded
+executor queue. The batcher holds requests while every worker is busy and sends them as
+one call (one forward pass) when a worker frees up; with idle workers it waits at most
+``window`` for company, and only when more requests are already on their way.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class WorkerPool:
+    """``workers`` threads; coroutines take a slot before handing work to a thread."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = int(workers)
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="viewfinder-infer")
+        self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        semaphore = self._slots.get(loop)
+        if semaphore is None:  # one per event loop (tests may start several)
+            self._slots = {l: s for l, s in self._slots.items() if not l.is_closed()}
+            semaphore = self._slots[loop] = asyncio.Semaphore(self.workers)
+        return semaphore
+
+    async def acquire(self) -> None:
+        await self._semaphore().acquire()
+
+    def release(self) -> None:
+        self._semaphore().release()
+
+    async def execute(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on a worker thread once a slot is free (the slot is taken here)."""
+        await self.acquire()
+        try:
+            return await self.run_held(function, *args)
+        finally:
+            self.release()
+
+    async def run_held(self, function: Callable[..., T], *args: Any) -> T:
+        """Run on a worker thread; the caller already holds a slot."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Job:
+    item: Any
+    key: Hashable
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    """Runs ``run(items) -> outcomes`` (one outcome per item, an exception for a failed one)."""
+
+    def __init__(self, run: Callable[[list[Any]], Sequence[Any]], pool: WorkerPool, max_batch: int = 8,
+                 window_s: float = 0.004) -> None:
+        self._run = run
+        self._pool = pool
+        self.max_batch = int(max_batch)
+        self.window_s = float(window_s)
+        self._incoming = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: deque[_Job] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._collector: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+        #: sizes of the batches run so far (for the benchmark's report)
+        self.batch_sizes: list[int] = []
+
+    @contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Wrap a whole request handler: requests still reading their image count as 'on their way'."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop or self._collector is None or self._collector.done():
+            self._loop = loop
+            self._pending = deque(job for job in self._pending if job.future.get_loop() is loop)
+            self._wakeup = asyncio.Event()
+            self._collector = loop.create_task(self._collect())
+
+    async def submit(self, item: Any, key: Hashable = None) -> Any:
+        """Queue ``item``; items with equal ``key`` may share a batch."""
+        self._bind()
+        assert self._loop is not None and self._wakeup is not None
+        future = self._loop.create_future()
+        self._pending.append(_Job(item, key, future))
+        self._wakeup.set()
+        return await future
+
+    async def _wait(self, timeout: float | None) -> bool:
+        assert self._wakeup is not None
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def _collect(self) -> None:
+        while True:
+            while not self._pending:
+                await self._wait(None)
+            await self._pool.acquire()
+            try:
+                deadline = asyncio.get_running_loop().time() + self.window_s
+                while (len(self._pending) < self.max_batch and self._incoming > len(self._pending)):
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if remaining <= 0 or not await self._wait(remaining):
+                        break
+                batch = self._take()
+            except BaseException:
+                self._pool.release()
+                raise
+            if not batch:
+                self._pool.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _take(self) -> list[_Job]:
+        """Live jobs sharing the oldest job's key; the rest keep their order.
+
+        A batch takes its share of the queue (queued / workers, at most ``max_batch``), so a
+        burst is spread over the workers instead of piling onto the first free one.
+        """
+        live = [job for job in self._pending if not job.future.done()]  # done: the client went away
+        if not live:
+            self._pending = deque()
+            return []
+        key = live[0].key
+        same = sum(1 for job in live if job.key == key)
+        limit = min(self.max_batch, -(-same // self._pool.workers))
+        batch: list[_Job] = []
+        kept: deque[_Job] = deque()
+        for job in live:
+            if len(batch) < limit and job.key == key:
+                batch.append(job)
+            else:
+                kept.append(job)
+        self._pending = kept
+        return batch
+
+    async def _execute(self, batch: list[_Job]) -> None:
+        try:
+            self.batch_sizes.append(len(batch))
+            outcomes = await self._pool.run_held(self._run, [job.item for job in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"batch function returned {len(outcomes)} outcomes for {len(batch)} items")
+        except BaseException as exc:  # the whole batch failed: every request gets the error
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for job, outcome in zip(batch, outcomes):
+                if job.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+        finally:
+            self._pool.release()

@@ -1,0 +1,75 @@
+"""What every endpoint adapter shares: settings, the worker pool, index storage, image I/O, envelopes."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from PIL import Image
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from .batching import MicroBatcher, WorkerPool
+from .config import ServingConfig
+from .errors import RequestTooLargeError
+from .images import check_image, decode_base64, encode_jpeg, is_url
+from .security import fetch_url
+from .storage import IndexStore
+
+_INLINE_BASE64 = 256 * 1024  # decode small payloads on the event loop; hand big ones to a thread
+
+
+def log_id(request: Request) -> str:
+    return request.scope["state"]["log_id"]
+
+
+class ServiceRuntime:
+    def __init__(self, config: ServingConfig, pool: WorkerPool, store: IndexStore | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self._store = store
+
+    @property
+    def store(self) -> IndexStore:
+        if self._store is None:
+            root = None if self.config.index_storage == "memory" else self.config.data_dir
+            self._store = IndexStore(root)
+        return self._store
+
+    def batcher(self, run: Any, max_batch: int | None = None) -> MicroBatcher:
+        """A micro-batcher on the shared pool; ``max_batch=1`` for pipelines that gain nothing from batches."""
+        return MicroBatcher(run, self.pool, max_batch=min(max_batch or self.config.max_batch, self.config.max_batch),
+                            window_s=self.config.batch_window_ms / 1000.0)
+
+    # ------------------------------------------------------------------ images
+    def _bytes_from_field(self, value: str) -> bytes:
+        data = fetch_url(value, self.config.url_policy) if is_url(value) else decode_base64(value)
+        check_image(data, self.config.max_image_pixels)
+        return data
+
+    async def read_image(self, value: str) -> bytes:
+        """The checked file bytes of an ``image`` field (URL fetches run on a thread, not the loop)."""
+        if not is_url(value) and len(value) <= _INLINE_BASE64:
+            return self._bytes_from_field(value)
+        return await run_in_threadpool(self._bytes_from_field, value)
+
+    async def read_images(self, values: Sequence[str]) -> list[bytes]:
+        if len(values) > self.config.max_images_per_request:
+            raise RequestTooLargeError(f"{len(values)} images in one request; the limit is "
+                                       f"{self.config.max_images_per_request} (Serving.max_images_per_request)")
+        return list(await asyncio.gather(*(self.read_image(value) for value in values)))
+
+    def visualize(self, requested: bool | None) -> bool:
+        return self.config.visualize if requested is None else bool(requested)
+
+    def encode_image(self, image: Image.Image) -> str:
+        return encode_jpeg(image, self.config.jpeg_quality)
+
+    # ------------------------------------------------------------------ responses
+    @staticmethod
+    def ok(request: Request, result: BaseModel | dict[str, Any]) -> JSONResponse:
+        """PaddleX's success envelope; None fields of the result are left out."""
+        body = result.model_dump(exclude_none=True) if isinstance(result, BaseModel) else result
+        return JSONResponse({"logId": log_id(request), "errorCode": 0, "errorMsg": "Success", "result": body})

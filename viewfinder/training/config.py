@@ -1,0 +1,166 @@
+"""Training settings: one flat dataclass, grouped into PaddleX-like sections in ``config.yaml``.
+
+Settings left as ``None`` take the task's default (:data:`TASK_DEFAULTS`) when the
+config is resolved; ``config.yaml`` in the output folder records the resolved values and
+can be passed back (``viewfinder train --config``) to repeat a run.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..datasets.formats import CLS, ML, REC, normalize_type
+from .errors import TrainingError
+
+
+def _f(section: str, default: Any = None, help: str = "") -> Any:
+    return field(default=default, metadata={"section": section, "help": help})
+
+
+@dataclass
+class TrainConfig:
+    # --- Global ------------------------------------------------------------------------
+    dataset_dir: str = _f("Global", "", "dataset root")
+    dataset_type: str = _f("Global", CLS, "ClsDataset, MLClsDataset or ShiTuRecDataset")
+    output: str = _f("Global", "output", "output folder")
+    model: str | None = _f("Global", None, "zoo model name to start from")
+    model_dir: str | None = _f("Global", None, "saved model dir to start from (instead of a name)")
+    device: str | None = _f("Global", None, "cpu, gpu, gpu:N (default: GPU 0 if available)")
+    seed: int = _f("Global", 0, "seed for sampling order, augmentation and head initialisation")
+    # --- Train -------------------------------------------------------------------------
+    epochs: int = _f("Train", 10)
+    batch_size: int = _f("Train", 32)
+    learning_rate: float | None = _f("Train", None, "peak learning rate (after warmup)")
+    optimizer: str = _f("Train", "momentum", "momentum (SGD, 0.9) or adamw")
+    weight_decay: float | None = _f("Train", None)
+    warmup_epochs: float = _f("Train", 1.0, "linear warmup, capped at a quarter of training; then cosine decay")
+    pretrained: bool = _f("Train", True, "start from the model's pretrained weights (False: random init)")
+    input_size: int | None = _f("Train", None, "network input side (default: the model's crop size)")
+    resize_short: int | None = _f("Train", None, "evaluation resize of the short side (default: input_size)")
+    freeze_groups: int = _f("Train", 0, "freeze the stem (1) and the next N-1 stages of a timm network")
+    amp: bool = _f("Train", True, "fp16 autocast + gradient scaling on CUDA (ignored on CPU)")
+    channels_last: bool = _f("Train", True, "channels-last memory format (faster convolutions on CPU and GPU)")
+    num_workers: int = _f("Train", 0, "data-loading worker processes")
+    eval_interval: int = _f("Train", 1, "evaluate every N epochs (and after the last)")
+    eval_batch_size: int = _f("Train", 64)
+    keep_checkpoints: int = _f("Train", 2, "epoch_N/ checkpoint folders kept (the latest N)")
+    export_onnx: bool = _f("Train", True, "also write best_model/inference.onnx at the end")
+    # --- Loss --------------------------------------------------------------------------
+    label_smoothing: float = _f("Loss", 0.1, "CE label smoothing (classification, recognition)")
+    asl_gamma_pos: float = _f("Loss", 0.0, "asymmetric loss focusing for positives")
+    asl_gamma_neg: float = _f("Loss", 4.0, "asymmetric loss focusing for negatives")
+    asl_clip: float = _f("Loss", 0.05, "asymmetric loss probability margin for negatives")
+    triplet_margin: float = _f("Loss", 0.5)
+    triplet_ap_value: float = _f("Loss", 0.8)
+    triplet_an_value: float = _f("Loss", 0.4)
+    triplet_absolute_weight: float = _f("Loss", 0.1)
+    sample_per_id: int = _f("Loss", 4, "recognition: K images per identity in each P x K batch")
+    # --- Augment -----------------------------------------------------------------------
+    crop: str | None = _f("Augment", None, "random_resized, pad_crop or none")
+    crop_scale_min: float = _f("Augment", 0.35, "random_resized: smallest crop area fraction")
+    pad: int = _f("Augment", 10, "pad_crop: pixels of padding before the random crop")
+    hflip: bool = _f("Augment", True)
+    rotate_prob: float | None = _f("Augment", None, "probability of a random rotation")
+    rotate_degrees: float = _f("Augment", 90.0)
+    random_erasing: float = _f("Augment", 0.0, "probability of erasing a random rectangle")
+    color_jitter: float = _f("Augment", 0.0, "brightness/contrast/saturation jitter strength")
+
+    def task(self) -> str:
+        return normalize_type(self.dataset_type)
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every task default filled in and every value checked."""
+        kind = self.task()
+        defaults = TASK_DEFAULTS[kind]
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in defaults.items():
+            if values.get(key) is None:
+                values[key] = value
+        values["dataset_type"] = kind
+        config = TrainConfig(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if not self.model and not self.model_dir:
+            raise TrainingError("training needs a model name (--model) or a model dir (--model_dir) to start from")
+        positive_ints = ("epochs", "batch_size", "eval_interval", "eval_batch_size", "sample_per_id")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TrainingError(f"{name} must be a positive integer, got {value!r}")
+        if self.keep_checkpoints < 1:
+            raise TrainingError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise TrainingError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.optimizer not in ("momentum", "adamw"):
+            raise TrainingError(f"optimizer must be 'momentum' or 'adamw', got {self.optimizer!r}")
+        if self.crop not in (None, "random_resized", "pad_crop", "none"):
+            raise TrainingError(f"crop must be random_resized, pad_crop or none, got {self.crop!r}")
+        if self.input_size is not None and self.input_size < 16:
+            raise TrainingError(f"input_size must be at least 16 pixels, got {self.input_size}")
+        if self.freeze_groups < 0:
+            raise TrainingError(f"freeze_groups must be >= 0, got {self.freeze_groups}")
+        if self.num_workers < 0:
+            raise TrainingError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0 < self.crop_scale_min <= 1:
+            raise TrainingError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
+        if self.task() == REC and self.batch_size % self.sample_per_id:
+            raise TrainingError(f"recognition batches are P x K: batch_size {self.batch_size} must be a multiple "
+                                f"of sample_per_id {self.sample_per_id}")
+        if self.task() == REC and self.batch_size // self.sample_per_id < 2:
+            raise TrainingError("recognition batches need at least 2 identities (batch_size >= 2 x sample_per_id)")
+
+    # --- YAML ----------------------------------------------------------------------------
+    def to_sections(self) -> dict[str, dict[str, Any]]:
+        sections: dict[str, dict[str, Any]] = {}
+        for f in fields(self):
+            sections.setdefault(f.metadata["section"], {})[f.name] = getattr(self, f.name)
+        return sections
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.to_sections(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        """A config from a ``config.yaml`` (sections or flat); ``overrides`` that are not None win."""
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise TrainingError(f"cannot read training config {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise TrainingError(f"{path}: expected a mapping")
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        flat.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(flat)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainingError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+#: per-task defaults for the settings left as None (PaddleX's recipes, scaled for fine-tuning)
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    CLS: {"learning_rate": 0.02, "weight_decay": 4e-5, "crop": "random_resized", "rotate_prob": 0.0},
+    ML: {"learning_rate": 0.02, "weight_decay": 1e-4, "crop": "random_resized", "rotate_prob": 0.0},
+    # PP-ShiTuV2_rec: Momentum 0.9, L2 1e-5, pad 10 + random crop + flip + rotation p=0.5
+    REC: {"learning_rate": 0.02, "weight_decay": 1e-5, "crop": "pad_crop", "rotate_prob": 0.5},
+}

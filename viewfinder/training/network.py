@@ -1,0 +1,254 @@
+"""Networks to fine-tune: a zoo model (or saved model dir) with a head sized for the dataset.
+
+* classification / multi-label: the zoo network rebuilt with ``num_classes`` outputs; every
+  pretrained tensor whose shape still fits is copied (the new head starts random);
+* recognition: the network's embedding - pooled pre-logits features for a classifier
+  (:class:`~viewfinder.models.feature.PooledFeatures`), the output of a feature model such
+  as PP-ShiTuV2_rec - plus, for training only, a :class:`RecognitionHead` (BNNeck, a
+  BatchNorm1d with frozen bias, then a bias-free FC to the training identities).
+
+The triplet loss shapes the embedding itself and the CE loss runs through the BNNeck (the
+"bag of tricks" arrangement), so the exported network is the zoo architecture unchanged:
+what ``create_model(model_dir=..., task="image_feature")`` and the PP-ShiTuV2 pipeline
+compute is exactly the embedding that was trained. For a classifier backbone the BNNeck
+and FC are folded into its classifier on export, so the saved model also classifies the
+training identities.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..datasets.formats import TASK_OF_TYPE
+from ..errors import ConfigError, ViewfinderError
+from ..models.feature import CLASSIFIER_TASKS, FEATURE_TASK, PooledFeatures
+from ..models.labels import load_labels
+from ..models.model_dir import read_model_dir
+from ..models.preprocess import PreprocessConfig
+from ..models.registry import ModelSpec, get_spec
+from ..models.weights import load_weights_file, resolve_default_weights
+from .errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BaseModel:
+    """A zoo network with its (pretrained or saved) weights and inference settings."""
+
+    spec: ModelSpec
+    module: nn.Module
+    num_classes: int
+    preprocess: PreprocessConfig
+    labels: list[str] | None
+    task: str
+
+
+def _build(spec: ModelSpec, num_classes: int) -> nn.Module:
+    try:
+        return spec.builder(num_classes=num_classes, **spec.build_kwargs)
+    except ViewfinderError:
+        raise
+    except Exception as exc:  # a builder failing on a valid class count is a bug; still say which model
+        raise TrainingError(f"building {spec.name} with {num_classes} classes failed: {exc}") from exc
+
+
+def load_base(model: str | None = None, model_dir: str | Path | None = None, pretrained: bool = True,
+              weights: str | Path | None = None) -> BaseModel:
+    """Build ``model`` (a zoo name) or the network saved in ``model_dir``, weights loaded."""
+    if model is None and model_dir is None:
+        raise ConfigError("give a model name or a model_dir")
+    dir_config = read_model_dir(model_dir) if model_dir is not None else None
+    spec = get_spec(dir_config["model_name"] if dir_config else str(model))
+    num_classes = int(dir_config.get("num_classes", spec.num_classes)) if dir_config else spec.num_classes
+    module = _build(spec, num_classes)
+    if weights is not None:
+        load_weights_file(module, Path(weights), spec)
+    elif dir_config is not None:
+        load_weights_file(module, Path(dir_config["weights_path"]), spec)
+    elif pretrained:
+        resolve_default_weights(spec, module)
+    if dir_config and dir_config.get("preprocess"):
+        preprocess = PreprocessConfig.from_dict(dir_config["preprocess"])
+    else:
+        preprocess = spec.preprocess
+    if dir_config and dir_config.get("labels"):
+        labels: list[str] | None = list(dir_config["labels"])
+    else:
+        labels = list(load_labels(spec.labels)) if spec.labels else None
+    task = str(dir_config.get("task") or spec.task) if dir_config else spec.task
+    return BaseModel(spec, module, num_classes, preprocess, labels, task)
+
+
+def with_num_classes(base: BaseModel, num_classes: int) -> nn.Module:
+    """``base``'s network with ``num_classes`` outputs; pretrained tensors are kept where shapes allow."""
+    if num_classes == base.num_classes:
+        return base.module
+    fresh = _build(base.spec, num_classes)
+    target = fresh.state_dict()
+    source = base.module.state_dict()
+    kept = {k: v for k, v in source.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
+    fresh.load_state_dict(kept, strict=False)
+    new = sorted(set(target) - set(kept))
+    for name, module in fresh.named_modules():
+        # timm's head init (uniform +-1/sqrt(classes)) gives huge logits for a handful of classes
+        # on 1000+ pretrained features; a small normal init starts the loss near log(classes).
+        if isinstance(module, nn.Linear) and f"{name}.weight" in new:
+            nn.init.normal_(module.weight, std=0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    log.info("%s: new %d-class head; %d tensors start from scratch (%s)", base.spec.name, num_classes, len(new),
+             ", ".join(new[:4]) + (" ..." if len(new) > 4 else ""))
+    return fresh
+
+
+def embedding_network(spec: ModelSpec, network: nn.Module) -> nn.Module:
+    """The module mapping images to the retrieval embedding (before L2 normalisation)."""
+    if spec.task in CLASSIFIER_TASKS:
+        return PooledFeatures(network)
+    if spec.task == FEATURE_TASK:
+        return network
+    raise TrainingError(f"{spec.name} is a {spec.task} model; recognition needs a classification or feature model")
+
+
+class RecognitionHead(nn.Module):
+    """BNNeck (BatchNorm1d, bias frozen at 0) + bias-free FC to the training identities."""
+
+    def __init__(self, dim: int, num_ids: int) -> None:
+        super().__init__()
+        self.neck = nn.BatchNorm1d(dim)
+        self.neck.bias.requires_grad_(False)
+        self.fc = nn.Linear(dim, num_ids, bias=False)
+        nn.init.normal_(self.fc.weight, std=0.001)
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.neck(embedding))
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of one Linear equal to this head in eval mode."""
+        bn = self.neck
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        weight = self.fc.weight * scale.unsqueeze(0)
+        bias = self.fc.weight @ shift
+        return weight.detach(), bias.detach()
+
+
+@dataclass
+class TrainableModel:
+    """What the trainer optimises and what gets exported."""
+
+    base: BaseModel
+    network: nn.Module  # the exported network (zoo architecture)
+    task: str  # the exported model's task
+    head: RecognitionHead | None = None  # recognition only
+    embed: nn.Module | None = None  # recognition only: network -> embedding
+
+    def modules(self) -> list[nn.Module]:
+        return [m for m in (self.network, self.head) if m is not None]
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.modules() for p in m.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> None:
+        for module in self.modules():
+            module.train(mode)
+
+    def to(self, device: torch.device, channels_last: bool = False) -> None:
+        for module in self.modules():
+            module.to(device)
+        if channels_last:
+            self.network.to(memory_format=torch.channels_last)
+
+    def export_network(self) -> nn.Module:
+        """The network to save: for a recognition classifier, its classifier replaced by the folded head."""
+        if self.head is None or self.base.spec.task not in CLASSIFIER_TASKS:
+            return self.network
+        classifier = self.network.get_classifier() if hasattr(self.network, "get_classifier") else None
+        if isinstance(classifier, nn.Linear) and tuple(classifier.weight.shape) == tuple(self.head.fc.weight.shape):
+            weight, bias = self.head.folded()
+            with torch.no_grad():
+                classifier.weight.copy_(weight)
+                if classifier.bias is not None:
+                    classifier.bias.copy_(bias)
+        return self.network
+
+    def export_spec(self) -> ModelSpec:
+        return replace(self.base.spec, task=self.task)
+
+
+def build_trainable(base: BaseModel, dataset_type: str, num_classes: int) -> TrainableModel:
+    """Attach the dataset's head to ``base`` (see the module docstring)."""
+    task = TASK_OF_TYPE[dataset_type]
+    if task == FEATURE_TASK:
+        if base.spec.task in CLASSIFIER_TASKS:
+            network = with_num_classes(base, num_classes)
+        else:
+            network = base.module
+        embed = embedding_network(base.spec, network)
+        dim = _embedding_dim(embed, base.preprocess)
+        return TrainableModel(base, network, task, RecognitionHead(dim, num_classes), embed)
+    if base.spec.task not in CLASSIFIER_TASKS:
+        raise TrainingError(f"{base.spec.name} is a {base.spec.task} model; {dataset_type} training needs a "
+                            "classification model (any zoo classifier or multi-label model)")
+    return TrainableModel(base, with_num_classes(base, num_classes), task)
+
+
+def freeze_groups(network: nn.Module, count: int) -> int:
+    """Freeze the first ``count`` parameter groups of a timm network (1 = the stem, then one per stage).
+
+    Frozen layers need no backward pass, which is most of the cost at high resolution on a
+    CPU. Their BatchNorm statistics still follow the new data. Returns the number of frozen tensors.
+    """
+    if count <= 0:
+        return 0
+    target = network.net if isinstance(network, PooledFeatures) else network
+    matcher = getattr(target, "group_matcher", None)
+    if matcher is None:
+        raise TrainingError(f"freeze_groups needs a timm network with stages; {type(target).__name__} has none")
+    from timm.models import group_parameters
+
+    groups = group_parameters(target, matcher(coarse=True))
+    order = sorted(groups)
+    if count >= len(order):
+        raise TrainingError(f"freeze_groups {count}: {type(target).__name__} has {len(order)} groups "
+                            "(stem, stages, head); freeze fewer")
+    names = {name for group in order[:count] for name in groups[group]}
+    for name, parameter in target.named_parameters():
+        if name in names:
+            parameter.requires_grad_(False)
+    return len(names)
+
+
+def _embedding_dim(embed: nn.Module, preprocess: PreprocessConfig) -> int:
+    height, width = preprocess.input_size
+    was_training = embed.training
+    embed.eval()
+    with torch.no_grad():
+        dim = int(embed(torch.zeros(1, 3, height, width)).reshape(1, -1).shape[1])
+    embed.train(was_training)
+    return dim
+
+
+def resolve_preprocess(base: PreprocessConfig, input_size: int | None, resize_short: int | None) -> PreprocessConfig:
+    """The model's preprocessing with the training input size (``resize_short`` defaults to ``input_size``)."""
+    if input_size is None and resize_short is None:
+        return base
+    side = input_size or base.input_size[0]
+    short = resize_short or side
+    if short < side:
+        raise TrainingError(f"resize_short {short} is smaller than input_size {side}")
+    return replace(base, resize_short=short, crop=side, resize=None)
+
+
+def model_labels(dataset_labels: list[str] | None, num_classes: int) -> list[str]:
+    return list(dataset_labels) if dataset_labels else [str(i) for i in range(num_classes)]
+
+
+def describe(base: BaseModel) -> dict[str, Any]:
+    return {"model_name": base.spec.name, "task": base.task, "num_classes": base.num_classes}

@@ -1,0 +1,56 @@
+"""Batch orders for one epoch, as explicit index lists (so a resumed epoch can skip the batches done).
+
+Both samplers are deterministic functions of ``(seed, epoch)``.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import TrainingError
+
+
+def shuffled_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """A random permutation cut into batches; the last partial batch is dropped when a full one exists
+    (BatchNorm misbehaves on a batch of 1)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples).tolist()
+    batches = [order[i:i + batch_size] for i in range(0, num_samples, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+class PKSampler:
+    """P identities x K images per batch (PaddleClas ``PKSampler``), the triplet loss's batch shape.
+
+    Each epoch has ``len(labels) // batch_size`` batches (at least one). Identities are drawn
+    uniformly without repetition inside a batch; an identity with fewer than K images has
+    some drawn twice.
+    """
+
+    def __init__(self, labels: Sequence[int], batch_size: int, sample_per_id: int) -> None:
+        if batch_size % sample_per_id:
+            raise TrainingError(f"batch_size {batch_size} is not a multiple of sample_per_id {sample_per_id}")
+        self.by_label: dict[int, list[int]] = defaultdict(list)
+        for index, label in enumerate(labels):
+            self.by_label[int(label)].append(index)
+        self.ids = sorted(self.by_label)
+        self.per_batch = batch_size // sample_per_id
+        self.k = sample_per_id
+        if len(self.ids) < 2:
+            raise TrainingError("recognition training needs at least 2 different labels in train.txt")
+        self.per_batch = min(self.per_batch, len(self.ids))
+        self.num_batches = max(1, len(labels) // batch_size)
+
+    def batches(self, seed: int, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([seed, epoch])
+        batches: list[list[int]] = []
+        for _ in range(self.num_batches):
+            batch: list[int] = []
+            for label in rng.choice(self.ids, size=self.per_batch, replace=False):
+                pool = self.by_label[int(label)]
+                batch.extend(rng.choice(pool, size=self.k, replace=len(pool) < self.k).tolist())
+            batches.append(batch)
+        return batches
