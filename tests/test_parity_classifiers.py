@@ -88,7 +88,7 @@ def test_hgnetv2_stem_padding_matters(shared_dir):
 def test_wrong_architecture_checkpoint_is_a_clear_error(shared_dir):
     weights, _, _ = _fixture(shared_dir, "PP-LCNet_x0_25")
     spec = get_spec("PP-HGNetV2-B0")
-    with pytest.raises(WeightsError, match="last_conv|key layout does not match PP-HGNetV2-B0"):
+    with pytest.raises(WeightsError, match="key layout does not match PP-HGNetV2-B0"):
         load_weights_file(spec.builder(num_classes=1000), weights, spec)
     ml_spec = get_spec("PP-LCNet_x1_0_ML")
     with pytest.raises(WeightsError, match="key layout does not match PP-LCNet_x1_0_ML"):

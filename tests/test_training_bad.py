@@ -152,3 +152,15 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path, photos, mobilenet_v2_wei
         in log.read_text()
     result = json.loads((out / "train_result.json").read_text())
     assert result["done_flag"] is True and result["history"][-1]["epoch"] == state["epoch"] + 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pad=x", "viewfinder: error: pad must be int, got 'x'"),
+    ("Train.epoch=3", "viewfinder: error: unknown training settings ['epoch']"),
+    ("epochs", "viewfinder: error: -o expects KEY=VALUE, got 'epochs'"),
+])
+def test_train_cli_overrides_are_checked(tmp_path, override, message):
+    result = CliRunner().invoke(cli, ["train", "--model", "MobileNetV2_x1_0", "--dataset", str(tmp_path), "--type",
+                                      "ClsDataset", "-o", override])
+    assert result.exit_code == 2
+    assert result.output.startswith(message) and result.output.count("\n") == 1

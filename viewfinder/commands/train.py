@@ -33,20 +33,35 @@ def register(cli: click.Group) -> None:
     @click.option("--warmup_epochs", type=float, default=None)
     @click.option("--rotate_prob", type=float, default=None, help="Random-rotation probability (recognition: 0.5).")
     @click.option("--sample_per_id", type=int, default=None, help="Recognition: images per identity in a batch.")
-    @click.option("--eval_interval", type=int, default=None, help="Evaluate every N epochs.")
+    @click.option("--freeze_groups", type=int, default=None,
+                  help="Freeze the stem and the next N-1 stages (faster on CPU).")
+    @click.option("--eval_interval", type=int, default=None, help="Evaluate every N epochs (0: never).")
     @click.option("--num_workers", type=int, default=None, help="Data-loading worker processes.")
     @click.option("--seed", type=int, default=None)
     @click.option("--random_init", is_flag=True, help="Start from random weights instead of pretrained ones.")
     @click.option("--no_onnx", is_flag=True, help="Skip writing best_model/inference.onnx.")
     @click.option("--resume", is_flag=True, help="Continue OUTPUT/last_checkpoint.pt.")
     @click.option("--resume_from", default=None, help="Continue this checkpoint file.")
+    @click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
+                  help="Any setting of config.yaml, e.g. -o pad=4 -o Loss.label_smoothing=0.2 (repeatable).")
     @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines (train.log has them).")
     @guarded
     def train_command(config_file: str | None, resume: bool, resume_from: str | None, random_init: bool,
-                      no_onnx: bool, quiet: bool, **options: object) -> None:
+                      no_onnx: bool, overrides: tuple[str, ...], quiet: bool, **options: object) -> None:
         """Fine-tune (classification, multi-label or recognition); best model in OUTPUT/best_model."""
+        import yaml
+
+        from ..errors import ConfigError
         from ..training import TrainConfig, TrainingInterrupted, train
 
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"-o expects KEY=VALUE, got {item!r}")
+            try:
+                options[key.strip().rsplit(".", 1)[-1]] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"-o {item!r}: the value is not valid YAML") from None
         if random_init:
             options["pretrained"] = False
         if no_onnx:
@@ -63,5 +78,6 @@ def register(cli: click.Group) -> None:
             click.echo(f"viewfinder: {exc}", err=True)
             sys.exit(130)
         best = result["models"]["best"]
-        click.echo(f"best {result['primary_metric']} {best['score']:.4f} at epoch {best['epoch']}; "
+        score = "(not evaluated)" if best["score"] is None else f"{best['score']:.4f}"
+        click.echo(f"best {result['primary_metric']} {score} at epoch {best['epoch']}; "
                    f"model dir {config.output}/{best['model_dir']}")

@@ -45,7 +45,8 @@ class TrainConfig:
     amp: bool = _f("Train", True, "fp16 autocast + gradient scaling on CUDA (ignored on CPU)")
     channels_last: bool = _f("Train", True, "channels-last memory format (faster convolutions on CPU and GPU)")
     num_workers: int = _f("Train", 0, "data-loading worker processes")
-    eval_interval: int = _f("Train", 1, "evaluate every N epochs (and after the last)")
+    eval_interval: int = _f("Train", 1, "evaluate every N epochs and after the last (0: never; the last epoch "
+                                         "becomes best_model)")
     eval_batch_size: int = _f("Train", 64)
     keep_checkpoints: int = _f("Train", 2, "epoch_N/ checkpoint folders kept (the latest N)")
     export_onnx: bool = _f("Train", True, "also write best_model/inference.onnx at the end")
@@ -88,11 +89,13 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.model and not self.model_dir:
             raise TrainingError("training needs a model name (--model) or a model dir (--model_dir) to start from")
-        positive_ints = ("epochs", "batch_size", "eval_interval", "eval_batch_size", "sample_per_id")
+        positive_ints = ("epochs", "batch_size", "eval_batch_size", "sample_per_id")
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TrainingError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.eval_interval, bool) or not isinstance(self.eval_interval, int) or self.eval_interval < 0:
+            raise TrainingError(f"eval_interval must be an integer >= 0, got {self.eval_interval!r}")
         if self.keep_checkpoints < 1:
             raise TrainingError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -147,10 +150,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        types = {f.name: str(f.type) for f in fields(cls)}
+        unknown = sorted(set(values) - set(types))
         if unknown:
-            raise TrainingError(f"unknown training settings {unknown}; known: {sorted(known)}")
+            raise TrainingError(f"unknown training settings {unknown}; known: {sorted(types)}")
+        for name, value in values.items():
+            if not _type_ok(value, types[name]):
+                raise TrainingError(f"{name} must be {types[name].replace(' | None', ' or null')}, got {value!r}")
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -164,3 +170,17 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     # PP-ShiTuV2_rec: Momentum 0.9, L2 1e-5, pad 10 + random crop + flip + rotation p=0.5
     REC: {"learning_rate": 0.02, "weight_decay": 1e-5, "crop": "pad_crop", "rotate_prob": 0.5},
 }
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    """Does a YAML/CLI value fit a field annotated ``int``, ``float | None``, ``str``, ``bool`` ...?"""
+    allowed = {part.strip() for part in annotation.split("|")}
+    if value is None:
+        return "None" in allowed
+    if isinstance(value, bool):
+        return "bool" in allowed
+    if isinstance(value, int):
+        return bool({"int", "float"} & allowed)
+    if isinstance(value, float):
+        return "float" in allowed
+    return isinstance(value, str) and "str" in allowed

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..datasets.formats import CLS, ML, REC, Dataset, load_dataset, normalize_type
+from ..datasets.formats import ML, REC, Dataset, load_dataset, normalize_type
 from ..device import resolve_device
 from ..errors import ViewfinderError
 from ..models.preprocess import PreprocessConfig

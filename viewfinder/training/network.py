@@ -19,8 +19,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn as nn
 
@@ -146,6 +144,7 @@ class TrainableModel:
     base: BaseModel
     network: nn.Module  # the exported network (zoo architecture)
     task: str  # the exported model's task
+    num_classes: int  # the network's builder argument: classes, or the embedding size of a feature model
     head: RecognitionHead | None = None  # recognition only
     embed: nn.Module | None = None  # recognition only: network -> embedding
 
@@ -187,16 +186,16 @@ def build_trainable(base: BaseModel, dataset_type: str, num_classes: int) -> Tra
     task = TASK_OF_TYPE[dataset_type]
     if task == FEATURE_TASK:
         if base.spec.task in CLASSIFIER_TASKS:
-            network = with_num_classes(base, num_classes)
+            network, network_classes = with_num_classes(base, num_classes), num_classes
         else:
-            network = base.module
+            network, network_classes = base.module, base.num_classes
         embed = embedding_network(base.spec, network)
         dim = _embedding_dim(embed, base.preprocess)
-        return TrainableModel(base, network, task, RecognitionHead(dim, num_classes), embed)
+        return TrainableModel(base, network, task, network_classes, RecognitionHead(dim, num_classes), embed)
     if base.spec.task not in CLASSIFIER_TASKS:
         raise TrainingError(f"{base.spec.name} is a {base.spec.task} model; {dataset_type} training needs a "
                             "classification model (any zoo classifier or multi-label model)")
-    return TrainableModel(base, with_num_classes(base, num_classes), task)
+    return TrainableModel(base, with_num_classes(base, num_classes), task, num_classes)
 
 
 def freeze_groups(network: nn.Module, count: int) -> int:
@@ -244,11 +243,3 @@ def resolve_preprocess(base: PreprocessConfig, input_size: int | None, resize_sh
     if short < side:
         raise TrainingError(f"resize_short {short} is smaller than input_size {side}")
     return replace(base, resize_short=short, crop=side, resize=None)
-
-
-def model_labels(dataset_labels: list[str] | None, num_classes: int) -> list[str]:
-    return list(dataset_labels) if dataset_labels else [str(i) for i in range(num_classes)]
-
-
-def describe(base: BaseModel) -> dict[str, Any]:
-    return {"model_name": base.spec.name, "task": base.task, "num_classes": base.num_classes}

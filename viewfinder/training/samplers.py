@@ -27,7 +27,8 @@ class PKSampler:
 
     Each epoch has ``len(labels) // batch_size`` batches (at least one). Identities are drawn
     uniformly without repetition inside a batch; an identity with fewer than K images has
-    some drawn twice.
+    some drawn twice. With fewer identities than ``batch_size // K``, K grows so batches
+    keep (about) their size.
     """
 
     def __init__(self, labels: Sequence[int], batch_size: int, sample_per_id: int) -> None:
@@ -37,11 +38,12 @@ class PKSampler:
         for index, label in enumerate(labels):
             self.by_label[int(label)].append(index)
         self.ids = sorted(self.by_label)
-        self.per_batch = batch_size // sample_per_id
-        self.k = sample_per_id
         if len(self.ids) < 2:
             raise TrainingError("recognition training needs at least 2 different labels in train.txt")
-        self.per_batch = min(self.per_batch, len(self.ids))
+        self.per_batch = min(batch_size // sample_per_id, len(self.ids))
+        # Fewer identities than batch_size / K (e.g. 10 classes, batch 64, K 4): more images per
+        # identity keep the batch at its size instead of shrinking it to 10 x 4.
+        self.k = max(sample_per_id, batch_size // self.per_batch)
         self.num_batches = max(1, len(labels) // batch_size)
 
     def batches(self, seed: int, epoch: int) -> list[list[int]]:

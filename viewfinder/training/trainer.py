@@ -37,7 +37,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from ..datasets.charts import line_chart, save_png, stack
-from ..datasets.formats import CLS, ML, REC, load_dataset
+from ..datasets.formats import ML, REC, load_dataset
 from ..device import resolve_device
 from .config import TrainConfig
 from .data import TrainDataset, load_images, train_transform
@@ -130,17 +130,17 @@ class Trainer:
 
     def prepare(self) -> None:
         cfg = self.config
+        torch.manual_seed(cfg.seed)  # new heads and augmentation; a resumed run restores the saved RNG state
         self.kind = cfg.task()
         self.dataset = load_dataset(cfg.dataset_dir, self.kind)
         train_samples = self.dataset.splits["train"]
         if self.kind == REC:
             identities = sorted({int(s.label) for s in train_samples})
-            self.class_map = {label: index for index, label in enumerate(identities)}
-            targets: list[object] = [self.class_map[int(s.label)] for s in train_samples]
+            index_of = {label: index for index, label in enumerate(identities)}
+            targets: list[object] = [index_of[int(s.label)] for s in train_samples]
             self.num_classes = len(identities)
             self.labels = [str(label) for label in identities]
         else:
-            self.class_map = {}
             targets = [s.label for s in train_samples]
             self.num_classes = self.dataset.num_classes
             self.labels = list(self.dataset.label_names or [])
@@ -160,7 +160,8 @@ class Trainer:
         self.train_set = load_images(train_samples, targets, decode_side, "train images", progress=self.progress)
         if len(self.train_set) == 0:
             raise TrainingError("no readable images in train.txt")
-        self.evaluator = Evaluator(self.dataset, self.preprocess, cfg.eval_batch_size, self.progress)
+        self.evaluator = Evaluator(self.dataset, self.preprocess, cfg.eval_batch_size, self.progress) \
+            if cfg.eval_interval else None
         self.train_data = TrainDataset(self.train_set, train_transform(cfg, self.preprocess))
         if self.kind == REC:
             self.pk = PKSampler(self.train_set.targets, cfg.batch_size, cfg.sample_per_id)
@@ -329,7 +330,7 @@ class Trainer:
     def _export_best(self) -> None:
         network = self.model.export_network()
         save_model_dir(network, self.model.export_spec(), self.output / BEST_DIR, self.preprocess,
-                       self.labels or None, self.num_classes, postprocess_defaults(self.kind, self.num_classes))
+                       self.labels or None, self.model.num_classes, postprocess_defaults(self.kind, self.num_classes))
 
     def _draw_curve(self) -> None:
         epochs = [h["epoch"] for h in self.history]
@@ -343,7 +344,7 @@ class Trainer:
         save_png(stack(panels), self.output / CURVE_FILE)
 
     def _result(self, done: bool, started: float) -> dict[str, Any]:
-        skipped = self.train_set.skipped + self.evaluator.skipped
+        skipped = self.train_set.skipped + (self.evaluator.skipped if self.evaluator else [])
         last = self.history[-1]["epoch"] if self.history else 0
         best_dir = self.output / BEST_DIR
         result: dict[str, Any] = {
@@ -414,7 +415,7 @@ class Trainer:
                                           "lr": self.scheduler.get_last_lr()[0], "metrics": {}}
                 log.info("[Train][Epoch %d/%d] loss: %.5f, lr: %.5g, time: %.1fs", epoch + 1, cfg.epochs, loss,
                          record["lr"], time.time() - epoch_started)
-                if (epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs:
+                if cfg.eval_interval and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs):
                     metrics = self._evaluate()
                     record["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
                     log.info("[Eval][Epoch %d][Avg] %s", epoch + 1,
@@ -437,12 +438,16 @@ class Trainer:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
                 previous_handler = None
+            if not cfg.eval_interval:  # no validation: the last epoch is the model
+                self.best = {"score": None, "epoch": cfg.epochs, "metrics": {}}
+                self._export_best()
             if cfg.export_onnx:
                 self.onnx_record = try_export_onnx(self.output / BEST_DIR)
             result = self._result(True, started)
             _write_json(self.output / RESULT_FILE, result)
-            log.info("done in %.1fs; best %s %.5f at epoch %s -> %s", result["wall_time_s"], self.metric,
-                     self.best["score"], self.best["epoch"], self.output / BEST_DIR)
+            log.info("done in %.1fs; best %s %s at epoch %s -> %s", result["wall_time_s"], self.metric,
+                     "(not evaluated)" if self.best["score"] is None else f"{self.best['score']:.5f}",
+                     self.best["epoch"], self.output / BEST_DIR)
             return result
         finally:
             if previous_handler is not None:

@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...errors import WeightsError
 
 Converter = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -43,17 +42,19 @@ def _bn_rename(key: str) -> str:
     return f"{head}.{_BN_SUFFIX[last]}" if last in _BN_SUFFIX else key
 
 
-def _need(state: dict[str, Any], key: str) -> np.ndarray:
-    if key not in state:
-        raise WeightsError(f"not a PaddleClas checkpoint of this architecture: {key!r} is missing")
-    return _array(state[key])
+def _copy(state: dict[str, Any], src: str, out: dict[str, Any], dst: str) -> None:
+    # Converters never raise on a foreign file: an absent entry shows up in the loader's
+    # missing/unexpected key report, which names the problem better.
+    if src in state:
+        out[dst] = _array(state[src])
 
 
 def _linear(state: dict[str, Any], src: str, dst: str, out: dict[str, Any], scale: float = 1.0) -> None:
     """Paddle ``Linear`` ``src`` ([in, out]) -> torch ``dst`` ([out, in]); ``scale`` folds a constant input factor."""
-    weight = _need(state, f"{src}.weight").T
-    out[f"{dst}.weight"] = np.ascontiguousarray(weight * np.float32(scale) if scale != 1.0 else weight)
-    out[f"{dst}.bias"] = _need(state, f"{src}.bias")
+    if f"{src}.weight" in state:
+        weight = _array(state[f"{src}.weight"]).T
+        out[f"{dst}.weight"] = np.ascontiguousarray(weight * np.float32(scale) if scale != 1.0 else weight)
+    _copy(state, f"{src}.bias", out, f"{dst}.bias")
 
 
 def _take(state: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -144,9 +145,10 @@ def _lcnet_body(state: dict[str, Any]) -> dict[str, Any]:
 def lcnet_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     """PaddleClas ``PPLCNet_x*`` -> timm ``lcnet_*`` (PP-LCNet_x0_25 ... x2_5; not x0_35, see module notes)."""
     out = _lcnet_body(state)
-    last = _need(state, "last_conv.weight")
-    out["conv_head.weight"] = last
-    out["conv_head.bias"] = np.zeros(last.shape[0], dtype=np.float32)
+    if "last_conv.weight" in state:  # bias-free in PaddleClas, biased in timm
+        last = _array(state["last_conv.weight"])
+        out["conv_head.weight"] = last
+        out["conv_head.bias"] = np.zeros(last.shape[0], dtype=np.float32)
     _linear(state, "fc", "classifier", out, scale=LCNET_KEEP)
     return out
 
@@ -154,7 +156,7 @@ def lcnet_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
 def lcnet_ml_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     """PaddleX ``PP-LCNet_x1_0_ML`` -> :class:`MLDecoderNet` (timm LCNet backbone, last conv as neck)."""
     out = _with_prefix(_lcnet_body(state), "backbone")
-    out["neck.0.weight"] = _need(state, "last_conv.weight")
+    _copy(state, "last_conv.weight", out, "neck.0.weight")
     out.update(_with_prefix(ml_decoder_from_paddle(_take(state, "fc"), keep=LCNET_KEEP), "head"))
     return out
 
@@ -213,10 +215,11 @@ def _hgnet_body(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hgnet_last_conv(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out = {f"{prefix}.0.weight": _need(state, "last_conv.weight")}
-    if "lab.scale" in state:  # B0-B3 use a LearnableAffineBlock after the last conv's ReLU
-        out[f"{prefix}.2.scale"] = _array(state["lab.scale"])
-        out[f"{prefix}.2.bias"] = _need(state, "lab.bias")
+    out: dict[str, Any] = {}
+    _copy(state, "last_conv.weight", out, f"{prefix}.0.weight")
+    # B0-B3 use a LearnableAffineBlock after the last conv's ReLU
+    _copy(state, "lab.scale", out, f"{prefix}.2.scale")
+    _copy(state, "lab.bias", out, f"{prefix}.2.bias")
     return out
 
 
@@ -251,7 +254,8 @@ def _resnet_body(state: dict[str, Any], depths: tuple[int, ...]) -> dict[str, An
         elif key.startswith("blocks."):
             match = re.match(r"^blocks\.(\d+)\.(conv0|conv1|conv2|short)\.(conv|bn)\.(.+)$", key)
             if not match:
-                raise WeightsError(f"unexpected key {key!r} in a PaddleClas ResNet checkpoint")
+                out[key] = value  # reported as unexpected by the loader
+                continue
             block = int(match.group(1))
             stage = int(np.searchsorted(starts, block, side="right")) - 1
             conv, bn = parts[match.group(2)]
