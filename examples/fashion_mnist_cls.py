@@ -66,7 +66,8 @@ def main() -> None:
     config = TrainConfig(model="MobileNetV2_x1_0", dataset_dir=str(data), dataset_type="ClsDataset",
                          output=str(out / "train"), device="cpu", epochs=args.epochs, batch_size=64,
                          learning_rate=args.lr, warmup_epochs=0.2, input_size=args.input_size,
-                         freeze_groups=args.freeze_groups, crop_scale_min=0.6, eval_interval=args.epochs)
+                         freeze_groups=args.freeze_groups, crop_scale_min=0.6,
+                         eval_interval=0)  # evaluated once below, from the exported model dir
     result = train(config)
     times["train_s"] = time.time() - started
     started = time.time()

@@ -67,7 +67,8 @@ def main() -> None:
     config = TrainConfig(model="MobileNetV2_x1_0", dataset_dir=str(data), dataset_type="MLClsDataset",
                          output=str(out / "train"), device="cpu", epochs=args.epochs, batch_size=64,
                          learning_rate=args.lr, warmup_epochs=0.2, input_size=args.input_size,
-                         freeze_groups=args.freeze_groups, crop="none", eval_interval=args.epochs)
+                         freeze_groups=args.freeze_groups, crop="none",
+                         eval_interval=0)  # evaluated once below, from the exported model dir
     result = train(config)
     times["train_s"] = time.time() - started
     started = time.time()

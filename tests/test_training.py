@@ -203,6 +203,14 @@ def test_multilabel_training_and_evaluate_cli(tmp_path, photos, mobilenet_v2_wei
                                                                 abs=1e-6)
 
 
+def test_without_validation_the_last_epoch_is_exported(tmp_path, photos, mobilenet_v2_weights):
+    root = make_cls(tmp_path / "cls", photos)
+    result = train(config(root, "ClsDataset", tmp_path / "out", eval_interval=0), progress=False)
+    assert result["history"][0]["metrics"] == {}
+    assert result["models"]["best"]["epoch"] == 1 and result["models"]["best"]["score"] is None
+    assert (tmp_path / "out" / "best_model" / "model.safetensors").is_file()
+
+
 def test_train_cli_and_corrupt_images_are_skipped(tmp_path, photos, mobilenet_v2_weights):
     root = make_cls(tmp_path / "cls", photos)
     (root / "images" / "kite.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.jpeg_header import read_jpeg_header
 from .errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -75,22 +76,17 @@ class CudaJpegDecoder:
         path = Path(source)
         if path.suffix.lower() not in _JPEG_SUFFIXES:
             return None
-        from PIL import Image
-
         try:
-            with Image.open(path) as img:  # reads the header only
-                if img.format != "JPEG" or img.mode not in ("RGB", "L"):
-                    return None
-                if img.getexif().get(0x0112, 1) != 1:
-                    return None  # nvJPEG ignores EXIF orientation; Pillow applies it
-                width, height = img.size
-        except Exception:  # unreadable: the CPU path reports it properly
+            data = np.fromfile(path, dtype=np.uint8)
+        except (OSError, ValueError):  # unreadable: the CPU path reports it properly
             return None
+        header = read_jpeg_header(data)
+        if header is None or header.components not in (1, 3) or header.orientation != 1:
+            return None  # not a JPEG we can read here, CMYK, or rotated (Pillow applies EXIF orientation)
+        width, height = header.width, header.height
         if width * height > max_pixels or width < 1 or height < 1:
             return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torchvision 0.29 flags its image IO as deprecated
-            data = _torchvision_io().read_file(str(path))
+        data = torch.from_numpy(data)
         return PendingJpeg(item, data, (width, height))
 
     # --- main thread: one batched decode ---------------------------------------------------
@@ -145,30 +141,29 @@ class CudaJpegDecoder:
         """Per file: (RGB uint8 HxWx3 on the host, original size, normalised CHW input on the device), or None."""
         decoded = self._decode_all(pending)
         inputs: list[torch.Tensor | None] = [None] * len(decoded)
+        hosts: list[np.ndarray | None] = [None] * len(decoded)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, image in enumerate(decoded):
             if image is not None:
                 groups[tuple(image.shape[-2:])].append(index)
-        for indices in groups.values():  # one resize per distinct size
-            batch = self.normalize(self.resize(torch.stack([decoded[i] for i in indices])))
-            for position, index in enumerate(indices):
-                inputs[index] = batch[position]
-        # Results carry the full image (PaddleX's input_img): copy back asynchronously, wait once.
         pinned = self.device.type == "cuda"
-        hosts: list[torch.Tensor | None] = []
-        for image in decoded:
-            if image is None:
-                hosts.append(None)
-                continue
-            hwc = image.permute(1, 2, 0)
+        for indices in groups.values():  # one resize and one copy back per distinct size
+            stacked = torch.stack([decoded[i] for i in indices])
+            batch = self.normalize(self.resize(stacked))
+            # Results carry the full image (PaddleX's input_img): one asynchronous copy per
+            # group into one pinned buffer, not one small copy per image.
+            hwc = stacked.permute(0, 2, 3, 1)
             host = torch.empty(hwc.shape, dtype=torch.uint8, pin_memory=pinned)
             host.copy_(hwc, non_blocking=pinned)
-            hosts.append(host)
+            host_array = host.numpy()
+            for position, index in enumerate(indices):
+                inputs[index] = batch[position]
+                hosts[index] = host_array[position]
         if pinned:
             torch.cuda.current_stream(self.device).synchronize()
         out: list[tuple[np.ndarray, tuple[int, int], torch.Tensor] | None] = []
         for entry, host, model_input in zip(pending, hosts, inputs):
-            out.append(None if host is None or model_input is None else (host.numpy(), entry.size, model_input))
+            out.append(None if host is None or model_input is None else (host, entry.size, model_input))
         return out
 
 
