@@ -180,6 +180,8 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64, 256])
     parser.add_argument("--images", type=int, default=4096, help="JPEG files per e2e run at batch >= 64")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches_ahead", type=int, default=None,
+                        help="batches read and decoded ahead on the GPU path (library default: GPU_BATCHES_AHEAD)")
     parser.add_argument("--stages", action="store_true", help="time each e2e stage alone (first model, fp16)")
     parser.add_argument("--check", default=None, help="real MobileNetV2 weights file: check GPU vs CPU top-1")
     args = parser.parse_args()
@@ -190,6 +192,10 @@ def main() -> None:
 
     from viewfinder import create_model
 
+    if args.batches_ahead:
+        from viewfinder.models import predictor
+
+        predictor.GPU_BATCHES_AHEAD = args.batches_ahead
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU: this benchmark needs one")
     unique = sorted(jpeg_folder(256).glob("*.jpg"))[:256]
@@ -208,6 +214,13 @@ def main() -> None:
         print(f"\nstages, {args.models[0]} fp16, batch {max(args.batches)}:")
         stage_breakdown(staged, files[:args.images], max(args.batches))
         stage_breakdown(staged, files[:args.images], max(args.batches))  # the second pass is warm
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()  # the predict loop's own thread (decode workers are not in it)
+        profile.runcall(lambda: sum(1 for _ in staged.predict(files[:args.images], batch_size=max(args.batches))))
+        print("main-thread profile of predict():")
+        pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(12)
         staged.close()
     print("\n| model | precision | batch | e2e img/s | e2e, CPU decode | raw img/s | e2e / raw |")
     print("|---|---|---|---|---|---|---|")

@@ -162,7 +162,9 @@ def test_recognition_export_is_a_feature_extractor_and_onnx_matches(tmp_path, ph
     assert result["num_classes"] == 8 and result["models"]["best"]["onnx"] == "best_model/inference.onnx"
     saved = (out / "best_model" / "config.yaml").read_text()
     assert "task: image_feature" in saved and "model_name: MobileNetV2_x1_0" in saved
-    features = create_model(model_dir=out / "best_model", task="image_feature", device="cpu", engine="torch")
+    # the model dir's config.yaml says task image_feature: no task= needed
+    features = create_model(model_dir=out / "best_model", device="cpu", engine="torch")
+    assert type(features).__name__ == "FeaturePredictor"
     images = [np.asarray(Image.open(root / "shitu" / "images" / f"{n.split('.')[0]}_q.png").convert("RGB"))
               for n in ANIMALS + OBJECTS]
     embedded = features.embed(images)
@@ -191,8 +193,8 @@ def test_multilabel_training_and_evaluate_cli(tmp_path, photos, mobilenet_v2_wei
     result = train(config(root, "MLClsDataset", out), progress=False)
     assert set(result["history"][0]["metrics"]) == {"MultiLabelMAP"}
     assert "task: image_multilabel_classification" in (out / "best_model" / "config.yaml").read_text()
-    model = create_model(model_dir=out / "best_model", task="image_multilabel_classification", device="cpu",
-                         engine="torch")
+    model = create_model(model_dir=out / "best_model", device="cpu", engine="torch")  # task from config.yaml
+    assert type(model).__name__ == "MultiLabelPredictor"
     assert model.labels == ["animal", "object", "sky"] and model.params["threshold"] == 0.5
     cli_result = CliRunner().invoke(cli, ["evaluate", "--model_dir", str(out / "best_model"), "--dataset", str(root),
                                           "--type", "MLClsDataset", "--output", str(tmp_path / "eval"), "--quiet"])

@@ -60,6 +60,17 @@ class BaseResult(dict):
         """False for an :class:`ErrorResult` (an input that could not be processed)."""
         return True
 
+    # ``input_img`` is None when the pixels were not kept (GPU decode path): read on first use.
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        if key == "input_img" and value is None and self._image_loader is not None:
+            value = self._image_loader()
+            super().__setitem__(key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
     # --- serialisation ---------------------------------------------------------------
     def _public(self) -> dict[str, Any]:
         return {k: v for k, v in self.items() if k not in _HIDDEN_KEYS}

@@ -77,8 +77,11 @@ class CudaJpegDecoder:
         if path.suffix.lower() not in _JPEG_SUFFIXES:
             return None
         try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except (OSError, ValueError):  # unreadable: the CPU path reports it properly
+            with open(path, "rb", buffering=0) as file:  # unbuffered: one read, ~3x cheaper than np.fromfile
+                data = bytearray(os.fstat(file.fileno()).st_size)
+                if file.readinto(data) != len(data):
+                    return None
+        except OSError:  # unreadable: the CPU path reports it properly
             return None
         header = read_jpeg_header(data)
         if header is None or header.components not in (1, 3) or header.orientation != 1:
@@ -86,8 +89,7 @@ class CudaJpegDecoder:
         width, height = header.width, header.height
         if width * height > max_pixels or width < 1 or height < 1:
             return None
-        data = torch.from_numpy(data)
-        return PendingJpeg(item, data, (width, height))
+        return PendingJpeg(item, torch.frombuffer(data, dtype=torch.uint8), (width, height))
 
     # --- main thread: one batched decode ---------------------------------------------------
     def _decode_all(self, pending: list[PendingJpeg]) -> list[torch.Tensor | None]:
@@ -137,34 +139,25 @@ class CudaJpegDecoder:
     def normalize(self, resized: torch.Tensor) -> torch.Tensor:
         return (resized * self._scale + self._shift).contiguous()
 
-    def decode(self, pending: list[PendingJpeg]) -> list[tuple[np.ndarray, tuple[int, int], torch.Tensor] | None]:
-        """Per file: (RGB uint8 HxWx3 on the host, original size, normalised CHW input on the device), or None."""
+    def decode(self, pending: list[PendingJpeg]) -> list[tuple[tuple[int, int], torch.Tensor] | None]:
+        """Per file: (original (width, height), normalised CHW input on the device), or None."""
         decoded = self._decode_all(pending)
         inputs: list[torch.Tensor | None] = [None] * len(decoded)
-        hosts: list[np.ndarray | None] = [None] * len(decoded)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for index, image in enumerate(decoded):
             if image is not None:
                 groups[tuple(image.shape[-2:])].append(index)
-        pinned = self.device.type == "cuda"
-        for indices in groups.values():  # one resize and one copy back per distinct size
-            stacked = torch.stack([decoded[i] for i in indices])
-            batch = self.normalize(self.resize(stacked))
-            # Results carry the full image (PaddleX's input_img): one asynchronous copy per
-            # group into one pinned buffer, not one small copy per image.
-            hwc = stacked.permute(0, 2, 3, 1)
-            host = torch.empty(hwc.shape, dtype=torch.uint8, pin_memory=pinned)
-            host.copy_(hwc, non_blocking=pinned)
-            host_array = host.numpy()
+        for indices in groups.values():  # one resize per distinct size
+            batch = self.normalize(self.resize(torch.stack([decoded[i] for i in indices])))
             for position, index in enumerate(indices):
                 inputs[index] = batch[position]
-                hosts[index] = host_array[position]
-        if pinned:
+        if self.device.type == "cuda":  # hand over finished tensors: the predict thread may run another stream
             torch.cuda.current_stream(self.device).synchronize()
-        out: list[tuple[np.ndarray, tuple[int, int], torch.Tensor] | None] = []
-        for entry, host, model_input in zip(pending, hosts, inputs):
-            out.append(None if host is None or model_input is None else (host, entry.size, model_input))
-        return out
+        # The full-size pixels stay on the GPU and are dropped: copying them back (PaddleX's
+        # input_img) cost more than decoding them. A result reads its file again on the CPU
+        # when its input_img is used (drawing, or a user asking for it).
+        return [None if model_input is None else (entry.size, model_input)
+                for entry, model_input in zip(pending, inputs)]
 
 
 def gpu_decoder_for(engine: Any, config: Any) -> CudaJpegDecoder | None:

@@ -35,13 +35,14 @@ class DecodedImage:
     size when a JPEG was decoded at reduced scale.
     """
 
-    rgb: np.ndarray
+    rgb: np.ndarray | None  # None: the pixels were not kept (GPU decode); read the file again to draw
     original_size: tuple[int, int]
     input_path: str | None = None
 
     @property
     def reduced(self) -> bool:
-        return (self.rgb.shape[1], self.rgb.shape[0]) != self.original_size
+        """True when ``rgb`` does not hold the full-size pixels (reduced-scale decode, or not kept)."""
+        return self.rgb is None or (self.rgb.shape[1], self.rgb.shape[0]) != self.original_size
 
 
 def _describe(source: Any) -> str:

@@ -56,6 +56,7 @@ def create_model(
 
     ``task`` asks for another task's predictor when the model can serve it, e.g.
     ``task="image_feature"`` turns any classifier into a feature extractor (pooled features).
+    Without it, a ``model_dir``'s ``config.yaml`` ``task`` (the task it was trained for) is used.
     """
     if model_name is None and model_dir is None:
         raise ConfigError("create_model needs a model_name or a model_dir")
@@ -91,7 +92,9 @@ def create_model(
         labels = list(load_labels(spec.labels)) if spec.labels else None
     defaults = dict(dir_config.get("postprocess") or {}) if dir_config else {}
 
-    predictor_task = task or spec.task
+    # A fine-tuned model dir records the task it was trained for (a classifier fine-tuned for
+    # recognition or multi-label keeps its zoo architecture's name but not its task).
+    predictor_task = task or (str(dir_config["task"]) if dir_config and dir_config.get("task") else spec.task)
     predictor_cls = _PREDICTORS.get(predictor_task)
     if predictor_cls is None:
         raise ConfigError(f"{spec.name}: task {predictor_task!r} has no predictor yet")

@@ -26,6 +26,9 @@ from .registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
+# Batches read and decoded ahead on the GPU path, each in its own thread.
+GPU_BATCHES_AHEAD = 2
+
 
 def _safe_items(inputs: Any) -> Iterator[InputItem | ErrorResult]:
     """Expand inputs; inside a list, a missing path becomes a per-item error rather than ending the run."""
@@ -89,6 +92,7 @@ class BasePredictor:
         # runs its own _infer, which would not use the result.
         self._prepare_in_pool = type(self)._infer is BasePredictor._infer and hasattr(preprocess, "resize_one")
         self._gpu_jpeg = gpu_decoder_for(engine, getattr(preprocess, "config", None)) if self._prepare_in_pool else None
+        self._gpu_pool: ThreadPoolExecutor | None = None
 
     # --- the network alone -----------------------------------------------------------
     def raw(self, batch: np.ndarray) -> EngineOutput:
@@ -108,9 +112,9 @@ class BasePredictor:
         self._validate_params(merged)
         # Decode ahead: while one batch runs through the network, the next ones decode in the
         # pool, so decoding hides behind inference instead of adding to it.
-        ahead = max(1, -(-self._decode_threads // size))
+        ahead = GPU_BATCHES_AHEAD if self._gpu_jpeg is not None else max(1, -(-self._decode_threads // size))
         batches = _batches(_safe_items(input), size)
-        in_flight: deque[list[Any]] = deque()
+        in_flight: deque[list[Any] | Future] = deque()
         error: ViewfinderError | None = None
         while True:
             while error is None and len(in_flight) <= ahead:
@@ -129,15 +133,8 @@ class BasePredictor:
     def _validate_params(self, params: dict[str, Any]) -> None:
         """Task predictors check their inference parameters here."""
 
-    def _decode(self, item: InputItem) -> DecodedImage | PendingJpeg | ErrorResult:
-        """Runs in the decode pool: decode (and resize) one input, or only read it for the GPU."""
-        if self._gpu_jpeg is not None:
-            pending = self._gpu_jpeg.read(item, max_image_pixels())
-            if pending is not None:
-                return pending
-        return self._decode_cpu(item)
-
     def _decode_cpu(self, item: InputItem) -> DecodedImage | ErrorResult:
+        """Runs in the decode pool: decode (and resize) one input, or say why it cannot."""
         try:
             image = item.decode(min_short_side=self.preprocess.config.min_decode_side)
             if self._prepare_in_pool:
@@ -153,24 +150,46 @@ class BasePredictor:
             self._pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="viewfinder-decode")
         return self._pool
 
-    def _submit(self, pending: list[InputItem | ErrorResult]) -> list[Any]:
+    def _submit(self, pending: list[InputItem | ErrorResult]) -> list[Any] | Future:
         """Start decoding a batch in the pool; errors from input expansion stay in place."""
+        if self._gpu_jpeg is not None:
+            # One task per batch reads the files and decodes them on the GPU, so later batches
+            # decode (nvJPEG's Huffman stage runs on the CPU) while this thread runs the network.
+            if self._gpu_pool is None:
+                self._gpu_pool = ThreadPoolExecutor(GPU_BATCHES_AHEAD, thread_name_prefix="viewfinder-gpu-decode")
+            return self._gpu_pool.submit(self._prepare_gpu_batch, pending)
         pool = self._ensure_pool()
-        return [pool.submit(self._decode, p) if isinstance(p, InputItem) else p for p in pending]
+        return [pool.submit(self._decode_cpu, p) if isinstance(p, InputItem) else p for p in pending]
 
-    def _finish(self, submitted: list[Any], params: dict[str, Any]) -> Iterator[BaseResult]:
-        slots = [s.result() if isinstance(s, Future) else s for s in submitted]
+    def _prepare_gpu_batch(self, pending: list[InputItem | ErrorResult]) -> list[Any]:
+        """Runs in the GPU decode pool: local JPEGs through nvJPEG, anything else in the CPU decode pool."""
+        limit = max_image_pixels()
+        slots: list[Any] = []
+        for entry in pending:
+            if isinstance(entry, InputItem):
+                read = self._gpu_jpeg.read(entry, limit)
+                slots.append(read if read is not None else self._ensure_pool().submit(self._decode_cpu, entry))
+            else:
+                slots.append(entry)
         gpu_pending = [s for s in slots if isinstance(s, PendingJpeg)]
-        if gpu_pending:
-            decoded = iter(self._gpu_jpeg.decode(gpu_pending))
-            for index, slot in enumerate(slots):
-                if isinstance(slot, PendingJpeg):
-                    done = next(decoded)
-                    if done is None:  # nvJPEG refused it: the CPU decodes it (or reports why it cannot)
-                        slots[index] = self._decode_cpu(slot.item)
-                    else:
-                        rgb, size, model_input = done
-                        slots[index] = PreparedImage(rgb, size, slot.item.input_path, model_input)
+        decoded = iter(self._gpu_jpeg.decode(gpu_pending) if gpu_pending else [])
+        for index, slot in enumerate(slots):
+            if isinstance(slot, Future):
+                slots[index] = slot.result()
+            elif isinstance(slot, PendingJpeg):
+                done = next(decoded)
+                if done is None:  # nvJPEG refused it: the CPU decodes it (or reports why it cannot)
+                    slots[index] = self._decode_cpu(slot.item)
+                else:
+                    size, model_input = done
+                    slots[index] = PreparedImage(None, size, slot.item.input_path, model_input)
+        return slots
+
+    def _finish(self, submitted: list[Any] | Future, params: dict[str, Any]) -> Iterator[BaseResult]:
+        if isinstance(submitted, Future):
+            slots = submitted.result()
+        else:
+            slots = [s.result() if isinstance(s, Future) else s for s in submitted]
         images = [s for s in slots if isinstance(s, DecodedImage)]
         results = iter(self._infer(images, params) if images else [])
         for slot in slots:
@@ -208,9 +227,10 @@ class BasePredictor:
         return lambda: rgb
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        for pool in (self._pool, self._gpu_pool):
+            if pool is not None:
+                pool.shutdown(wait=False)
+        self._pool = self._gpu_pool = None
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:

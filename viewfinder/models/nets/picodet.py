@@ -16,6 +16,7 @@ per-level outputs and the decoded (pre-NMS) scores and boxes in input pixels.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn as nn
@@ -173,6 +174,13 @@ class PicoHead(nn.Module):
         )
         self.register_buffer("project", torch.arange(reg_max + 1, dtype=torch.float32), persistent=False)
         self._anchor_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        # PaddleDetection's initialisation: N(0, 0.01) weights and a bias at the logit of a 1 %
+        # prior, so an untrained head scores every cell ~0.01 (random-weight models detect
+        # nothing and fall back to the whole image, as PaddleX's do) instead of ~0.5.
+        prior_logit = -math.log((1 - 0.01) / 0.01)
+        for conv in self.head_cls:
+            nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+            nn.init.constant_(conv.bias, prior_logit)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         cls_logits, bbox_dists = [], []
