@@ -14,6 +14,7 @@ Everything lands in --output: the index folder, `<name>_res.json` and `<name>_re
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from viewfinder import ViewfinderError, create_pipeline  # noqa: E402
 ASSETS = ROOT / ".assets"
 OPENCV = ASSETS / "opencv"
 PHOTOS = ASSETS / "photos"
-CENTERNET = ROOT.parent / "shared" / "assets" / "centernet.onnx"
+CENTERNET = Path(os.environ.get("VIEWFINDER_CENTERNET", ROOT.parent / "shared" / "assets" / "centernet.onnx"))
 CLASSIFY_CONFIG = ROOT / "examples" / "configs" / "image_classification_mobilenetv2.yaml"
 SHITU_CONFIG = ROOT / "examples" / "configs" / "PP-ShiTuV2_offline.yaml"
 
@@ -36,7 +37,7 @@ PAIRS = (("aloeL.jpg", "aloeR.jpg"), ("leuvenA.jpg", "leuvenB.jpg"), ("graf1.png
          ("left.jpg", "right.jpg"))
 
 
-def recognition(out: Path) -> None:
+def recognition(out: Path, device: str) -> None:
     override: dict = {}
     if CENTERNET.is_file():
         override = {"SubModules": {"Detection": {"spec": {"onnx": str(CENTERNET)}}}}
@@ -44,7 +45,7 @@ def recognition(out: Path) -> None:
     else:
         override = {"SubModules": {"Detection": None}}
         print("mainbody detector: none (../shared/assets/centernet.onnx not found): whole images only")
-    pipeline = create_pipeline(str(SHITU_CONFIG), config=override, device="cpu")
+    pipeline = create_pipeline(str(SHITU_CONFIG), config=override, device=device)
 
     gallery_dir = out / "gallery"
     gallery_dir.mkdir(parents=True, exist_ok=True)
@@ -74,8 +75,8 @@ def recognition(out: Path) -> None:
     print(f"recall@1 on the {len(PAIRS)} same-object pairs: {hits}/{len(PAIRS)}")
 
 
-def classification(out: Path) -> None:
-    pipeline = create_pipeline(str(CLASSIFY_CONFIG), device="cpu")
+def classification(out: Path, device: str) -> None:
+    pipeline = create_pipeline(str(CLASSIFY_CONFIG), device=device)
     for result in pipeline.predict(str(PHOTOS), topk=3):
         if not result.ok:
             print(f"  skipped: {result['error']}")
@@ -88,13 +89,14 @@ def classification(out: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="output/demo", help="where to write the results")
+    parser.add_argument("--device", default="cpu", help="cpu or gpu:N")
     args = parser.parse_args()
     out = Path(args.output).resolve()
     try:
         print("== PP-ShiTuV2 recognition ==")
-        recognition(out)
+        recognition(out, args.device)
         print("\n== image classification ==")
-        classification(out / "classification")
+        classification(out / "classification", args.device)
     except ViewfinderError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 2

@@ -199,3 +199,16 @@ def test_unwritable_cache_falls_back_to_torch(tmp_path, monkeypatch, tiny_model,
         model = create_model(name, pretrained=False, device="cpu", engine="onnxruntime")
     assert model.engine.name == "torch"
     assert any("cannot write the ONNX cache" in r.message for r in caplog.records)
+
+
+def test_onnx_only_model_on_a_gpu_without_onnxruntime_gpu_runs_on_the_cpu(monkeypatch, caplog):
+    """An ONNX file has no torch twin: without onnxruntime-gpu it runs on ORT's CPU provider, with a warning."""
+    from viewfinder.engines import onnx_engine
+
+    monkeypatch.setattr(onnx_engine, "cuda_provider_available", lambda: False)
+    with caplog.at_level("WARNING"):
+        assert onnx_engine.device_for_onnx_file(torch.device("cuda", 0), "centernet.onnx") == torch.device("cpu")
+    assert "centernet.onnx runs on the CPU" in caplog.text and "onnxruntime-gpu" in caplog.text
+    assert onnx_engine.device_for_onnx_file(torch.device("cpu"), "x.onnx") == torch.device("cpu")
+    monkeypatch.setattr(onnx_engine, "cuda_provider_available", lambda: True)
+    assert onnx_engine.device_for_onnx_file(torch.device("cuda", 0), "x.onnx") == torch.device("cuda", 0)

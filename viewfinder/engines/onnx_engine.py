@@ -6,6 +6,7 @@ needs, and collapses when one of them is busy.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +17,8 @@ import torch
 from .base import EngineOutput
 from .errors import EngineError, EngineUnavailableError
 from .threads import resolve_cpu_threads
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'viewfinder[onnx]' (or onnxruntime-gpu for CUDA)"
 
@@ -61,6 +64,16 @@ def session_options(cpu_threads: int | None) -> Any:
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     options.log_severity_level = 3  # errors only: ORT's graph-optimiser notes are not for users
     return options
+
+
+def device_for_onnx_file(device: torch.device, model: str) -> torch.device:
+    """Where a model that exists only as an ONNX file runs: CUDA needs onnxruntime-gpu; without
+    it there is no torch twin to fall back to, so it runs on ONNX Runtime's CPU provider."""
+    if device.type == "cuda" and not cuda_provider_available():
+        log.warning("%s runs on the CPU: it is an ONNX model and the installed onnxruntime has no CUDA "
+                    "execution provider (install onnxruntime-gpu to run it on %s)", model, device)
+        return torch.device("cpu")
+    return device
 
 
 def providers_for(device: torch.device) -> list[Any]:

@@ -37,7 +37,7 @@ import torch
 import yaml
 
 from ..device import resolve_device
-from ..engines.onnx_engine import OnnxRuntimeEngine
+from ..engines.onnx_engine import OnnxRuntimeEngine, device_for_onnx_file
 from ..errors import ConfigError, WeightsNotFoundError
 from .detection import DetectionPredictor
 from .labels import load_labels
@@ -284,7 +284,7 @@ def create_onnx_detector(
     if not path.is_file():
         raise WeightsNotFoundError(f"ONNX model {path} does not exist")
     detector_spec = OnnxDetectorSpec.load(spec)
-    torch_device = resolve_device(device)
+    torch_device = device_for_onnx_file(resolve_device(device), path.name)
     engine = OnnxDetectorEngine(path, detector_spec, torch_device, cpu_threads)
     size = detector_spec.size or engine.static_size
     if size is None:
