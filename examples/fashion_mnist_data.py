@@ -77,6 +77,7 @@ def write_images(root: Path, prefix: str, images: np.ndarray, indices: np.ndarra
 
 
 def write_list(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 

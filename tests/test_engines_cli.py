@@ -81,7 +81,8 @@ def test_decode_ahead_raises_after_earlier_results(tiny_torch_model, photos, tmp
 def test_predict_is_lazy(photos, monkeypatch):
     model = create_model("PP-LCNet_x0_25", pretrained=False, device="cpu", engine="torch")
     calls = []
-    monkeypatch.setattr(model, "_decode", lambda item: calls.append(item) or model._decode_cpu(item))
+    decode = model._decode_cpu
+    monkeypatch.setattr(model, "_decode_cpu", lambda item: calls.append(item) or decode(item))
     generator = model.predict(str(photos / "dog.jpg"))
     assert calls == []
     assert next(generator).ok and len(calls) == 1
