@@ -157,6 +157,7 @@ class BasePredictor:
             # decode (nvJPEG's Huffman stage runs on the CPU) while this thread runs the network.
             if self._gpu_pool is None:
                 self._gpu_pool = ThreadPoolExecutor(GPU_BATCHES_AHEAD, thread_name_prefix="viewfinder-gpu-decode")
+            self._ensure_pool()  # made here, not by two GPU workers at once
             return self._gpu_pool.submit(self._prepare_gpu_batch, pending)
         pool = self._ensure_pool()
         return [pool.submit(self._decode_cpu, p) if isinstance(p, InputItem) else p for p in pending]
@@ -168,7 +169,7 @@ class BasePredictor:
         for entry in pending:
             if isinstance(entry, InputItem):
                 read = self._gpu_jpeg.read(entry, limit)
-                slots.append(read if read is not None else self._ensure_pool().submit(self._decode_cpu, entry))
+                slots.append(read if read is not None else self._pool.submit(self._decode_cpu, entry))
             else:
                 slots.append(entry)
         gpu_pending = [s for s in slots if isinstance(s, PendingJpeg)]
