@@ -45,7 +45,7 @@ def build_dataset(root: Path, train_images: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="output/fashion_mnist_cls")
-    parser.add_argument("--train_images", type=int, default=12000)
+    parser.add_argument("--train_images", type=int, default=24000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--input_size", type=int, default=96)
     parser.add_argument("--freeze_groups", type=int, default=4, help="stem + first 3 stages frozen (CPU speed)")

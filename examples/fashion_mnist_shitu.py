@@ -81,7 +81,7 @@ def pipeline_accuracy(model_dir: Path, root: Path, gallery_per_class: int, queri
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="output/fashion_mnist_shitu")
-    parser.add_argument("--train_images", type=int, default=12000)
+    parser.add_argument("--train_images", type=int, default=36000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--input_size", type=int, default=96)
     parser.add_argument("--freeze_groups", type=int, default=4, help="stem + first 3 stages frozen (CPU speed)")
