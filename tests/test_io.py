@@ -62,3 +62,20 @@ def test_exif_rotation_applied(tmp_path):
     Image.new("RGB", (40, 20), (255, 0, 0)).save(path, exif=exif)
     decoded = decode_image(str(path))
     assert decoded.rgb.shape[:2] == (40, 20) and decoded.original_size == (20, 40)
+
+
+def test_keep_pil_holds_the_same_pixels_without_an_array(tmp_path):
+    # The classification path resizes straight from the Pillow image; the array for drawing
+    # is made on first use and must be the one the plain decode gives.
+    png = tmp_path / "alpha.png"
+    Image.new("RGBA", (7, 5), (10, 20, 30, 0)).save(png)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(rotated, exif=exif)
+    for source in (str(png), str(rotated), rotated.read_bytes()):
+        kept = decode_image(source, keep_pil=True)
+        plain = decode_image(source)
+        assert kept.rgb is None and kept.pil.mode == "RGB"
+        assert kept.decoded_size == plain.decoded_size and kept.original_size == plain.original_size
+        assert np.array_equal(kept.pixels(), plain.rgb) and not kept.reduced

@@ -76,3 +76,16 @@ def test_chinese_label_on_result_image(tmp_path):
     drawn = np.asarray(result.img["res"])
     assert drawn.shape == image.shape and (drawn != 255).any()
     assert draw_label_lines(image, []).size == (200, 120)
+
+
+def test_input_img_of_bytes_input_is_the_decoded_image(photos):
+    # Bytes have no path to read again: the pixels come from the Pillow image the decode
+    # pool kept (the CPU path resizes from it without making an array).
+    model = create_model("PP-LCNet_x0_25", pretrained=False, device="cpu")
+    data = (photos / "dog.jpg").read_bytes()
+    res = next(model.predict(data))
+    expected = np.asarray(Image.open(photos / "dog.jpg").convert("RGB"))
+    assert np.array_equal(res["input_img"], expected)
+    from_path = next(model.predict(str(photos / "dog.jpg")))
+    assert np.array_equal(from_path["input_img"], expected)
+    assert res.img["res"].size == (expected.shape[1], expected.shape[0])

@@ -31,18 +31,36 @@ def max_image_pixels() -> int:
 class DecodedImage:
     """An RGB uint8 image plus where it came from.
 
-    ``original_size`` is (width, height) of the source; it differs from the array's
-    size when a JPEG was decoded at reduced scale.
+    ``original_size`` is (width, height) of the source; it differs from the pixels' size
+    when a JPEG was decoded at reduced scale. The pixels are in ``rgb`` (an array), or in
+    ``pil`` (an RGB Pillow image, when the caller resizes with Pillow anyway: the array copy
+    out of Pillow and back costs more than the resize itself), or in neither (GPU decode:
+    read the file again to draw). ``pixels()`` gives the array in every case it can.
     """
 
-    rgb: np.ndarray | None  # None: the pixels were not kept (GPU decode); read the file again to draw
+    rgb: np.ndarray | None
     original_size: tuple[int, int]
     input_path: str | None = None
+    pil: Image.Image | None = None
+    encoded: bytes | None = None  # the input bytes, kept when decoded at reduced scale (to draw at full size)
+
+    @property
+    def decoded_size(self) -> tuple[int, int] | None:
+        """(width, height) of the pixels held, or None when none are."""
+        if self.rgb is not None:
+            return self.rgb.shape[1], self.rgb.shape[0]
+        return self.pil.size if self.pil is not None else None
 
     @property
     def reduced(self) -> bool:
-        """True when ``rgb`` does not hold the full-size pixels (reduced-scale decode, or not kept)."""
-        return self.rgb is None or (self.rgb.shape[1], self.rgb.shape[0]) != self.original_size
+        """True when the full-size pixels are not held (reduced-scale decode, or not kept)."""
+        return self.decoded_size != self.original_size
+
+    def pixels(self) -> np.ndarray | None:
+        """The pixels as an HxWx3 uint8 array (None when none are held)."""
+        if self.rgb is None and self.pil is not None:
+            return np.asarray(self.pil)
+        return self.rgb
 
 
 def _describe(source: Any) -> str:
@@ -104,7 +122,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _decode_pil(img: Image.Image, name: str, min_short_side: int | None) -> DecodedImage:
+def _decode_pil(img: Image.Image, name: str, min_short_side: int | None, keep_pil: bool) -> DecodedImage:
     width, height = img.size
     try:
         orientation = img.getexif().get(0x0112, 1)
@@ -119,13 +137,15 @@ def _decode_pil(img: Image.Image, name: str, min_short_side: int | None) -> Deco
         img.load()
         if orientation not in (None, 1):  # exif_transpose copies the image even when there is nothing to do
             img = ImageOps.exif_transpose(img) or img
-        rgb = np.asarray(_to_rgb(img))
+        # Leaving ``with Image.open(...)`` closes only the file; loaded pixels stay usable.
+        rgb_image = _to_rgb(img)
+        rgb = None if keep_pil else np.ascontiguousarray(np.asarray(rgb_image))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: image is too large ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
     original_size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-    return DecodedImage(np.ascontiguousarray(rgb), original_size, None)
+    return DecodedImage(rgb, original_size, None, rgb_image if keep_pil else None)
 
 
 def _from_array(array: np.ndarray) -> DecodedImage:
@@ -148,11 +168,12 @@ def _from_array(array: np.ndarray) -> DecodedImage:
     return DecodedImage(rgb, (rgb.shape[1], rgb.shape[0]), None)
 
 
-def decode_image(source: Any, min_short_side: int | None = None) -> DecodedImage:
+def decode_image(source: Any, min_short_side: int | None = None, keep_pil: bool = False) -> DecodedImage:
     """Decode ``source`` (path, bytes, PIL image or BGR ndarray) into RGB uint8.
 
     ``min_short_side``: when set, JPEGs much larger than needed are decoded at a reduced
-    scale whose short side is still at least this many pixels.
+    scale whose short side is still at least this many pixels. ``keep_pil``: files and
+    bytes come back as a Pillow image in ``.pil`` (``.rgb`` None) instead of an array.
     """
     if isinstance(source, np.ndarray):
         return _from_array(source)
@@ -166,8 +187,10 @@ def decode_image(source: Any, min_short_side: int | None = None) -> DecodedImage
         data = bytes(source) if isinstance(source, bytearray) else source
         name = _describe(data)
         with _open_pil(data) as img:
-            decoded = _decode_pil(img, name, min_short_side)
+            decoded = _decode_pil(img, name, min_short_side, keep_pil)
         if isinstance(source, (str, Path)):
             decoded.input_path = str(source)
+        elif decoded.reduced:
+            decoded.encoded = data
         return decoded
     raise InputError(f"unsupported input type {type(source).__name__}")

@@ -29,11 +29,11 @@ class InputItem:
     source: Any
     input_path: str | None
 
-    def decode(self, min_short_side: int | None = None) -> DecodedImage:
+    def decode(self, min_short_side: int | None = None, keep_pil: bool = False) -> DecodedImage:
         source = self.source
         if isinstance(source, str) and is_url(source):
             source = fetch_url(source)
-        decoded = decode_image(source, min_short_side=min_short_side)
+        decoded = decode_image(source, min_short_side=min_short_side, keep_pil=keep_pil)
         decoded.input_path = self.input_path
         return decoded
 

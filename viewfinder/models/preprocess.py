@@ -100,9 +100,10 @@ class Preprocessor:
         self._scale = (self.config.scale / std).astype(np.float32)
         self._shift = (-mean / std).astype(np.float32)
 
-    def resize_one(self, rgb: np.ndarray) -> np.ndarray:
+    def resize_one(self, rgb: np.ndarray | Image.Image) -> np.ndarray:
+        """Resize (and centre-crop) one RGB image, an array or an RGB Pillow image, to HWC uint8."""
         cfg = self.config
-        img = Image.fromarray(rgb)
+        img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
         method = _INTERPOLATION[cfg.interpolation]
         if cfg.resize is not None:
             if img.size != tuple(cfg.resize):
