@@ -206,7 +206,7 @@ class BasePredictor:
         """The network batch: from the inputs prepared in the decode pool when every image has one."""
         inputs = [getattr(image, "model_input", None) for image in images]
         if any(x is None for x in inputs):
-            return self.preprocess([image.rgb for image in images])
+            return self.preprocess([image.rgb if image.rgb is not None else image.pil for image in images])
         if all(isinstance(x, np.ndarray) for x in inputs):
             return self.preprocess.normalize(inputs)
         import torch  # GPU path: normalised tensors on the device, CPU-prepared ones moved there

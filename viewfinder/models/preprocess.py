@@ -137,5 +137,5 @@ class Preprocessor:
         batch += self._shift[:, None, None]
         return batch
 
-    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+    def __call__(self, images: list[np.ndarray | Image.Image]) -> np.ndarray:
         return self.normalize([self.resize_one(image) for image in images])
