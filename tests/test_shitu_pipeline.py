@@ -212,3 +212,41 @@ def test_cli_index_commands_and_predict(whole_image_pipeline, opencv_photos, tmp
     assert bad.exit_code != 0 and bad.stderr.startswith("viewfinder: error:") and "Traceback" not in bad.output
     missing = runner.invoke(cli, ["index", "info", str(tmp_path / "nothing")])
     assert missing.exit_code != 0 and "Traceback" not in missing.output
+
+
+def test_index_records_its_feature_model_and_refuses_another(whole_image_pipeline, built, opencv_photos, tmp_path):
+    # Two networks with the same feature size make vectors that cannot be compared: an index
+    # remembers which model built it, through save/load and the blob form.
+    assert built.feature_model == {"model_name": "MobileNetV2_x1_0", "feature_dim": 1280}
+    built.save(tmp_path / "idx")
+    loaded = IndexData.load(tmp_path / "idx")
+    assert loaded.feature_model == built.feature_model and loaded.info()["feature_model"] == built.feature_model
+    assert IndexData.from_bytes(built.to_bytes()).feature_model == built.feature_model
+    query = str(opencv_photos / "aloeR.jpg")
+    assert _top1(whole_image_pipeline.predict(query, index=loaded)) == ["aloeL"]
+
+    loaded.feature_model = {"model_name": "EfficientNet_B0", "feature_dim": 1280}
+    with pytest.raises(ConfigError, match="built with EfficientNet_B0 features but this pipeline recognises "
+                                          "with MobileNetV2_x1_0"):
+        list(whole_image_pipeline.predict(query, index=loaded))
+    with pytest.raises(ConfigError, match="built with EfficientNet_B0"):
+        whole_image_pipeline.append_index([query], ["x"], loaded, show_progress=False)
+    assert len(loaded) == len(built)
+
+    # Indexes from raw vectors (or PaddleX) record nothing and are not refused for it.
+    raw = IndexData.build(np.random.default_rng(0).random((3, 1280), dtype=np.float32), ["a", "b", "c"])
+    assert raw.feature_model is None
+    assert len(list(whole_image_pipeline.predict(query, index=raw))) == 1
+    with pytest.raises(RetrievalIndexError, match="JSON-serialisable"):
+        raw.feature_model = {"model_name": object()}
+
+
+def test_a_malformed_feature_model_record_is_refused_on_load(built, tmp_path):
+    built.save(tmp_path / "idx")
+    yaml_file = tmp_path / "idx" / "id_map.yaml"
+    text = yaml_file.read_text(encoding="utf-8")
+    assert "feature_model:\n  model_name: MobileNetV2_x1_0\n  feature_dim: 1280\n" in text
+    yaml_file.write_text(text.replace("feature_model:\n  model_name: MobileNetV2_x1_0\n  feature_dim: 1280\n",
+                                      "feature_model: oops\n"), encoding="utf-8")
+    with pytest.raises(RetrievalIndexError, match="feature_model must be a mapping"):
+        IndexData.load(tmp_path / "idx")

@@ -141,12 +141,23 @@ class ShiTuV2Pipeline(BasePipeline):
             path = self.config_dir / path
         return IndexData.load(path)
 
+    def _feature_model(self) -> dict[str, Any]:
+        """What the index records about the vectors this pipeline makes."""
+        return {"model_name": self.recognizer.model_name, "feature_dim": self.recognizer.feature_dim}
+
     def _check_index(self, index: Any) -> None:
         dim = self.recognizer.feature_dim
         if index.dim != dim:
             raise ConfigError(
                 f"the index holds {index.dim}-d vectors but {self.recognizer.model_name} gives {dim}-d features: "
                 "build the index with the same recognition model"
+            )
+        # Same size is not enough: another network's vectors are meaningless to this one.
+        recorded = (index.feature_model or {}).get("model_name")
+        if recorded is not None and recorded != self.recognizer.model_name:
+            raise ConfigError(
+                f"the index was built with {recorded} features but this pipeline recognises with "
+                f"{self.recognizer.model_name}: build the index with the same recognition model"
             )
 
     def _gallery(self, gallery_imgs: Any, gallery_label: Any) -> tuple[list[Any], list[str], list[str | None], list[str]]:
@@ -218,6 +229,7 @@ class ShiTuV2Pipeline(BasePipeline):
         features, kept, metadata = self._embed_gallery(sources, labels, paths, skipped, show_progress)
         index = IndexData.build(features, kept, index_type=index_type, metric_type=metric_type,
                                 metadata=metadata, **index_params)
+        index.feature_model = self._feature_model()
         self.last_report = GalleryReport(added=len(kept), skipped=skipped)
         if index_dir is not None:
             index.save(index_dir)

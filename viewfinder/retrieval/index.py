@@ -61,6 +61,7 @@ class IndexData:
         self._deleted: set[int] = set()
         self._selector: tuple[Any, Any] | None = None  # (IDSelectorNot, IDSelectorBatch it refers to)
         self._next_id = 0
+        self._feature_model: dict[str, Any] | None = None
         apply_thread_cap()
         self._set_faiss(ff.new_empty(self._index_type, self._metric_type, self._dim, params))
 
@@ -142,6 +143,25 @@ class IndexData:
     def index(self) -> faiss.Index:
         """The underlying faiss index (PaddleX compatibility; do not mutate it)."""
         return self._index
+
+    @property
+    def feature_model(self) -> dict[str, Any] | None:
+        """What made the vectors (e.g. ``{"model_name": ..., "feature_dim": ...}``), saved with
+        the index; None for indexes built from raw vectors or by PaddleX."""
+        with self._lock.read():
+            return dict(self._feature_model) if self._feature_model is not None else None
+
+    @feature_model.setter
+    def feature_model(self, value: dict[str, Any] | None) -> None:
+        if value is not None:
+            if not isinstance(value, dict):
+                raise RetrievalIndexError(f"feature_model must be a dict or None, got {type(value).__name__}")
+            try:
+                json.dumps(value, allow_nan=False)  # it is saved as JSON/YAML
+            except (TypeError, ValueError) as exc:
+                raise RetrievalIndexError(f"feature_model must be JSON-serialisable: {exc}") from None
+        with self._lock.write():
+            self._feature_model = dict(value) if value is not None else None
 
     @property
     def index_info(self) -> dict[str, Any]:
@@ -368,6 +388,7 @@ class IndexData:
                 "labels": len(set(self._labels.values())), "with_metadata": len(self._metadata),
                 "vector_bytes": int(self._index.ntotal) * self._dim * 4,
                 "faiss_class": type(self._inner).__name__, "params": params,
+                "feature_model": self._feature_model,
             }
 
     # ------------------------------------------------------------------ persistence
@@ -413,6 +434,8 @@ class IndexData:
                 "metadata": metadata, "metadata_json": metadata_json,
                 "id_map": dict(self._labels),
             }
+            if self._feature_model is not None:
+                doc["feature_model"] = dict(self._feature_model)
         return payload, doc
 
     @classmethod
@@ -448,6 +471,9 @@ class IndexData:
                                                          for i in deleted_raw):
             raise fail("deleted_ids must be a list of integers")
         deleted = set(deleted_raw)
+        feature_model = doc.get("feature_model")
+        if feature_model is not None and not isinstance(feature_model, dict):
+            raise fail(f"feature_model must be a mapping, got {type(feature_model).__name__}")
 
         try:
             kind = ff.describe(index)[0]
@@ -495,6 +521,7 @@ class IndexData:
         self._labels, self._metadata, self._deleted = labels, metadata, deleted
         self._selector = None
         self._next_id = next_id
+        self._feature_model = dict(feature_model) if feature_model is not None else None
         if kind == "IVF" and isinstance(faiss.downcast_index(index), (faiss.IndexIDMap, faiss.IndexIDMap2)):
             index = _unwrap_paddlex_ivf(index, params)
         if kind == "IVF" and not params.ivf_trained_size:
