@@ -388,7 +388,7 @@ class IndexData:
                 "labels": len(set(self._labels.values())), "with_metadata": len(self._metadata),
                 "vector_bytes": int(self._index.ntotal) * self._dim * 4,
                 "faiss_class": type(self._inner).__name__, "params": params,
-                "feature_model": self._feature_model,
+                "feature_model": dict(self._feature_model) if self._feature_model is not None else None,
             }
 
     # ------------------------------------------------------------------ persistence
