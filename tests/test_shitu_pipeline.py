@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -214,10 +215,13 @@ def test_cli_index_commands_and_predict(whole_image_pipeline, opencv_photos, tmp
     assert missing.exit_code != 0 and "Traceback" not in missing.output
 
 
-def test_index_records_its_feature_model_and_refuses_another(whole_image_pipeline, built, opencv_photos, tmp_path):
+def test_index_records_its_feature_model_and_refuses_another(whole_image_pipeline, built, opencv_photos, tmp_path,
+                                                             mobilenet_v2_weights):
     # Two networks with the same feature size make vectors that cannot be compared: an index
     # remembers which model built it, through save/load and the blob form.
-    assert built.feature_model == {"model_name": "MobileNetV2_x1_0", "feature_dim": 1280}
+    record = built.feature_model
+    assert record["model_name"] == "MobileNetV2_x1_0" and record["feature_dim"] == 1280
+    assert record["weights_sha256"] == whole_image_pipeline.recognizer.weights_sha256[:16]
     built.save(tmp_path / "idx")
     loaded = IndexData.load(tmp_path / "idx")
     assert loaded.feature_model == built.feature_model and loaded.info()["feature_model"] == built.feature_model
@@ -225,6 +229,15 @@ def test_index_records_its_feature_model_and_refuses_another(whole_image_pipelin
     query = str(opencv_photos / "aloeR.jpg")
     assert _top1(whole_image_pipeline.predict(query, index=loaded)) == ["aloeL"]
 
+    # The same weights on another engine are the same vectors: accepted.
+    torch_pipeline = create_pipeline("PP-ShiTuV2", device="cpu", engine="torch", config={
+        "SubModules": {"Detection": None,
+                       "Recognition": {"model_name": "MobileNetV2_x1_0", "weights": str(mobilenet_v2_weights)}}})
+    assert _top1(torch_pipeline.predict(query, index=loaded)) == ["aloeL"]
+    # Other weights of the same architecture (a fine-tuned model dir, say): refused.
+    loaded.feature_model = {**record, "weights_sha256": "0123456789abcdef"}
+    with pytest.raises(ConfigError, match="built with other MobileNetV2_x1_0 weights"):
+        list(whole_image_pipeline.predict(query, index=loaded))
     loaded.feature_model = {"model_name": "EfficientNet_B0", "feature_dim": 1280}
     with pytest.raises(ConfigError, match="built with EfficientNet_B0 features but this pipeline recognises "
                                           "with MobileNetV2_x1_0"):
@@ -245,8 +258,8 @@ def test_a_malformed_feature_model_record_is_refused_on_load(built, tmp_path):
     built.save(tmp_path / "idx")
     yaml_file = tmp_path / "idx" / "id_map.yaml"
     text = yaml_file.read_text(encoding="utf-8")
-    assert "feature_model:\n  model_name: MobileNetV2_x1_0\n  feature_dim: 1280\n" in text
-    yaml_file.write_text(text.replace("feature_model:\n  model_name: MobileNetV2_x1_0\n  feature_dim: 1280\n",
-                                      "feature_model: oops\n"), encoding="utf-8")
+    block = re.search(r"^feature_model:\n(  .*\n)+", text, re.M)
+    assert block and "model_name: MobileNetV2_x1_0" in block.group(0)
+    yaml_file.write_text(text.replace(block.group(0), "feature_model: oops\n"), encoding="utf-8")
     with pytest.raises(RetrievalIndexError, match="feature_model must be a mapping"):
         IndexData.load(tmp_path / "idx")

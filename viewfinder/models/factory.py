@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..device import resolve_device
+from ..engines.export import weights_hash
 from ..engines.select import build_engine
 from ..engines.torch_engine import set_cpu_threads
 from ..errors import ConfigError, ViewfinderError
@@ -101,6 +102,9 @@ def create_model(
     adapt = getattr(predictor_cls, "adapt_module", None)
     if adapt is not None:  # e.g. a classifier serving as a feature extractor
         module = adapt(spec, module)
+    # Hashed here, before any engine converts or moves the weights, so every engine and
+    # device reports the same digest for the same weights.
+    digest = weights_hash(module) if hasattr(predictor_cls, "weights_sha256") else None
     inference_engine = build_engine(
         module, torch_device, spec.name, preprocess_config.input_size, engine=engine, cpu_threads=cpu_threads,
         random_weights=weights is None and dir_config is None and not pretrained, fp16=fp16,
@@ -120,4 +124,6 @@ def create_model(
     )
     predictor.num_classes = num_classes
     predictor.device = torch_device
+    if digest is not None:
+        predictor.weights_sha256 = digest
     return predictor

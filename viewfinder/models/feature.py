@@ -74,6 +74,10 @@ class PooledFeatures(nn.Module):
 class FeaturePredictor(BasePredictor):
     """``predict(input)`` -> :class:`FeatureResult` per image; ``embed(rgb_list)`` -> ``[N, D]`` array."""
 
+    # create_model sets the sha256 of the network's weights: an index records it, so vectors
+    # from other weights of the same architecture (a fine-tuned model dir) are not mixed in.
+    weights_sha256: str | None = None
+
     @classmethod
     def adapt_module(cls, spec: Any, module: nn.Module) -> nn.Module:
         """Called by ``create_model`` before the engine is built: classifiers become pooled-feature networks."""

@@ -143,7 +143,11 @@ class ShiTuV2Pipeline(BasePipeline):
 
     def _feature_model(self) -> dict[str, Any]:
         """What the index records about the vectors this pipeline makes."""
-        return {"model_name": self.recognizer.model_name, "feature_dim": self.recognizer.feature_dim}
+        record = {"model_name": self.recognizer.model_name, "feature_dim": self.recognizer.feature_dim}
+        digest = getattr(self.recognizer, "weights_sha256", None)
+        if digest:
+            record["weights_sha256"] = digest[:16]
+        return record
 
     def _check_index(self, index: Any) -> None:
         dim = self.recognizer.feature_dim
@@ -153,11 +157,19 @@ class ShiTuV2Pipeline(BasePipeline):
                 "build the index with the same recognition model"
             )
         # Same size is not enough: another network's vectors are meaningless to this one.
-        recorded = (index.feature_model or {}).get("model_name")
-        if recorded is not None and recorded != self.recognizer.model_name:
+        recorded = index.feature_model or {}
+        mine = self._feature_model()
+        if recorded.get("model_name") not in (None, mine["model_name"]):
             raise ConfigError(
-                f"the index was built with {recorded} features but this pipeline recognises with "
-                f"{self.recognizer.model_name}: build the index with the same recognition model"
+                f"the index was built with {recorded['model_name']} features but this pipeline recognises with "
+                f"{mine['model_name']}: build the index with the same recognition model"
+            )
+        if recorded.get("weights_sha256") and mine.get("weights_sha256") \
+                and recorded["weights_sha256"] != mine["weights_sha256"]:
+            raise ConfigError(
+                f"the index was built with other {mine['model_name']} weights (sha256 "
+                f"{recorded['weights_sha256']}, these are {mine['weights_sha256']}; e.g. pretrained vs a "
+                "fine-tuned model_dir): build the index with the same recognition weights"
             )
 
     def _gallery(self, gallery_imgs: Any, gallery_label: Any) -> tuple[list[Any], list[str], list[str | None], list[str]]:
