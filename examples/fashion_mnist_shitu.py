@@ -135,8 +135,8 @@ def main() -> None:
           f"on {pipeline['queries']} queries against a {pipeline['gallery']}-image index")
 
     summary = {
-        "train_images": args.train_images, "query_images": args.query_images, "epochs": args.epochs, "input_size": args.input_size,
-        "freeze_groups": args.freeze_groups, "learning_rate": args.lr, "baseline_size": args.baseline_size,
+        "train_images": args.train_images, "query_images": args.query_images, "epochs": args.epochs,
+        "input_size": args.input_size, "freeze_groups": args.freeze_groups, "learning_rate": args.lr, "baseline_size": args.baseline_size,
         "baseline": baseline, "fine_tuned": tuned, "pipeline": pipeline,
         "train_wall_s": result["wall_time_s"], "times_s": {k: round(v, 1) for k, v in times.items()},
         "total_s": round(sum(times.values()), 1), "cpu_count": os.cpu_count(),
