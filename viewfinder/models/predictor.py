@@ -139,7 +139,7 @@ class BasePredictor:
             if not self._prepare_in_pool:
                 return item.decode(min_short_side=self.preprocess.config.min_decode_side)
             # Resized straight from the Pillow image: no array copy out of Pillow and back
-            # (2.5 of 7.4 ms per 640x480 JPEG); the array for drawing is made on first use.
+            # (2.2 of 10.3 ms per 640x480 JPEG, benchmarks/decode.py); the array for drawing is made on first use.
             image = item.decode(min_short_side=self.preprocess.config.min_decode_side, keep_pil=True)
             source = image.pil if image.pil is not None else image.rgb
             return PreparedImage(**vars(image), model_input=self.preprocess.resize_one(source))
