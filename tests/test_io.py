@@ -78,4 +78,4 @@ def test_keep_pil_holds_the_same_pixels_without_an_array(tmp_path):
         plain = decode_image(source)
         assert kept.rgb is None and kept.pil.mode == "RGB"
         assert kept.decoded_size == plain.decoded_size and kept.original_size == plain.original_size
-        assert np.array_equal(kept.pixels(), plain.rgb) and not kept.reduced
+        assert np.array_equal(np.asarray(kept.pil), plain.rgb) and not kept.reduced

@@ -157,9 +157,13 @@ def export_validated(module: nn.Module, destination: Path, settings: ExportSetti
 
 
 def load_or_export(model_name: str, module: nn.Module, settings: ExportSettings, device: torch.device,
-                   cpu_threads: int | None = None, identity: dict[str, Any] | None = None) -> OnnxRuntimeEngine:
-    """An ONNX Runtime engine for ``module``: from the cache, or exported, validated and cached now."""
-    digest = weights_hash(module)
+                   cpu_threads: int | None = None, identity: dict[str, Any] | None = None,
+                   weights_digest: str | None = None) -> OnnxRuntimeEngine:
+    """An ONNX Runtime engine for ``module``: from the cache, or exported, validated and cached now.
+
+    ``weights_digest``: ``weights_hash(module)`` when the caller has it already (hashing a large
+    network takes seconds)."""
+    digest = weights_digest or weights_hash(module)
     folder = onnx_dir()
     stem = cache_stem(model_name, digest, settings, identity)
     onnx_path, meta_path = folder / f"{stem}.onnx", folder / f"{stem}.json"

@@ -74,10 +74,12 @@ def build_engine(
     fp16: bool = False,
     compile: bool = False,
     identity: dict[str, Any] | None = None,
+    weights_digest: str | None = None,
 ) -> Engine:
     """The engine for ``module``: ONNX Runtime (exported and cached on first use) or torch.
 
-    ``input_size`` is the network input (height, width) the export is traced at.
+    ``input_size`` is the network input (height, width) the export is traced at;
+    ``weights_digest`` is ``weights_hash(module)`` if the caller computed it already.
     """
     chosen = choose_engine(engine, device, random_weights)
     if device.type == "cpu":
@@ -88,7 +90,7 @@ def build_engine(
 
         try:
             onnx_engine = load_or_export(model_name, module, ExportSettings(input_size=tuple(input_size)), device,
-                                         cpu_threads, identity)
+                                         cpu_threads, identity, weights_digest)
             # Saving a model dir or fine-tuning needs the torch module whichever engine predicts.
             onnx_engine.module = module.eval()
             return onnx_engine

@@ -35,7 +35,7 @@ class DecodedImage:
     when a JPEG was decoded at reduced scale. The pixels are in ``rgb`` (an array), or in
     ``pil`` (an RGB Pillow image, when the caller resizes with Pillow anyway: the array copy
     out of Pillow and back costs more than the resize itself), or in neither (GPU decode:
-    read the file again to draw). ``pixels()`` gives the array in every case it can.
+    read the file again to draw).
     """
 
     rgb: np.ndarray | None
@@ -55,12 +55,6 @@ class DecodedImage:
     def reduced(self) -> bool:
         """True when the full-size pixels are not held (reduced-scale decode, or not kept)."""
         return self.decoded_size != self.original_size
-
-    def pixels(self) -> np.ndarray | None:
-        """The pixels as an HxWx3 uint8 array (None when none are held)."""
-        if self.rgb is None and self.pil is not None:
-            return np.asarray(self.pil)
-        return self.rgb
 
 
 def _describe(source: Any) -> str:

@@ -103,12 +103,12 @@ def create_model(
     if adapt is not None:  # e.g. a classifier serving as a feature extractor
         module = adapt(spec, module)
     # Hashed here, before any engine converts or moves the weights, so every engine and
-    # device reports the same digest for the same weights.
+    # device reports the same digest for the same weights; the ONNX cache reuses it.
     digest = weights_hash(module) if hasattr(predictor_cls, "weights_sha256") else None
     inference_engine = build_engine(
         module, torch_device, spec.name, preprocess_config.input_size, engine=engine, cpu_threads=cpu_threads,
         random_weights=weights is None and dir_config is None and not pretrained, fp16=fp16,
-        compile=torch_compile,
+        compile=torch_compile, weights_digest=digest,
         identity={"arch": spec.arch, "build_kwargs": spec.build_kwargs, "num_classes": num_classes,
                   **({"task": predictor_task} if predictor_task != spec.task else {})},
     )
