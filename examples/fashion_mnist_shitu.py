@@ -90,6 +90,11 @@ def main() -> None:
     parser.add_argument("--input_size", type=int, default=96)
     parser.add_argument("--freeze_groups", type=int, default=4, help="stem + first 3 stages frozen (CPU speed)")
     parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--triplet_weight", type=float, default=1.0)
+    parser.add_argument("--triplet_margin", type=float, default=0.5)
+    parser.add_argument("--head", default="fc", help="fc (PP-ShiTuV2_rec), arcmargin or cosmargin")
+    parser.add_argument("--head_margin", type=float, default=0.2)
+    parser.add_argument("--head_scale", type=float, default=30.0)
     parser.add_argument("--baseline_size", type=int, default=112)
     parser.add_argument("--skip_baseline", action="store_true")
     parser.add_argument("--pipeline_gallery_per_class", type=int, default=100)
@@ -118,7 +123,9 @@ def main() -> None:
     config = TrainConfig(model="MobileNetV2_x1_0", dataset_dir=str(data), dataset_type="ShiTuRecDataset",
                          output=str(out / "train"), device="cpu", epochs=args.epochs, batch_size=64,
                          learning_rate=args.lr, warmup_epochs=0.2, input_size=args.input_size,
-                         freeze_groups=args.freeze_groups, pad=max(2, args.input_size // 16), rotate_prob=0.0,
+                         freeze_groups=args.freeze_groups, triplet_weight=args.triplet_weight,
+                         triplet_margin=args.triplet_margin, head=args.head, head_margin=args.head_margin,
+                         head_scale=args.head_scale, pad=max(2, args.input_size // 16), rotate_prob=0.0,
                          eval_interval=0)  # evaluated once below, from the exported model dir
     result = train(config)
     times["train_s"] = time.time() - started

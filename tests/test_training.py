@@ -19,6 +19,7 @@ from viewfinder.cli import cli
 from viewfinder.training import TrainConfig, Trainer, evaluate, train
 from viewfinder.training.losses import AsymmetricLoss, TripletAngularMarginLoss
 from viewfinder.training.metrics import multilabel_map, retrieval_metrics, topk_accuracy
+from viewfinder.training.network import RecognitionHead
 from viewfinder.training.samplers import PKSampler, shuffled_batches
 
 FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_size": 4, "epochs": 1,
@@ -61,6 +62,36 @@ def test_triplet_angular_margin_loss():
     assert loss(mixed, torch.tensor([0, 0, 0, 0])).item() == 0.0  # no negatives: nothing to learn
 
 
+@pytest.mark.parametrize("kind", ["fc", "arcmargin", "cosmargin"])
+def test_recognition_heads_margins_and_folding(kind):
+    torch.manual_seed(0)
+    head = RecognitionHead(16, 5, kind, margin=0.3, scale=10.0)
+    embedding, targets = torch.randn(12, 16), torch.arange(12) % 5
+    head.train()
+    logits = head(embedding, targets)
+    head.eval()
+    plain = head(embedding)
+    target = F.one_hot(targets, 5).bool()
+    if kind == "fc":
+        torch.testing.assert_close(head(embedding, targets), plain)
+    else:
+        # eval: scale * cosine to each identity's weight; training widens only the target's angle
+        cosine = F.normalize(head.neck(embedding)) @ F.normalize(head.fc.weight).T
+        torch.testing.assert_close(plain, 10.0 * cosine)
+        head.train()
+        logits = head(embedding, targets)
+        head.eval()
+        train_cosine = F.normalize(F.batch_norm(embedding, None, None, head.neck.weight, head.neck.bias,
+                                                training=True)) @ F.normalize(head.fc.weight).T
+        angle = torch.arccos(train_cosine[target])
+        expected = torch.cos(angle + 0.3) if kind == "arcmargin" else train_cosine[target] - 0.3
+        torch.testing.assert_close(logits[target], 10.0 * expected)
+        torch.testing.assert_close(logits[~target], 10.0 * train_cosine[~target])
+    # export folds the BNNeck and head into one Linear with the same decisions
+    weight, bias = head.folded()
+    assert torch.equal((embedding @ weight.T + bias).argmax(1), plain.argmax(1))
+
+
 def test_pk_sampler_and_shuffled_batches():
     labels = [0] * 5 + [1] * 2 + [2] * 9
     sampler = PKSampler(labels, batch_size=4, sample_per_id=2)
@@ -96,11 +127,12 @@ def test_metrics_by_hand():
 # --------------------------------------------------------------------------- training steps
 
 
-@pytest.mark.parametrize("kind, maker", [("ClsDataset", make_cls), ("MLClsDataset", make_ml),
-                                         ("ShiTuRecDataset", make_rec)])
-def test_one_training_step_reduces_the_loss(tmp_path, photos, mobilenet_v2_weights, kind, maker):
+@pytest.mark.parametrize("kind, maker, head", [("ClsDataset", make_cls, None), ("MLClsDataset", make_ml, None),
+                                               ("ShiTuRecDataset", make_rec, "fc"),
+                                               ("ShiTuRecDataset", make_rec, "arcmargin")])
+def test_one_training_step_reduces_the_loss(tmp_path, photos, mobilenet_v2_weights, kind, maker, head):
     root = maker(tmp_path / "data", photos)
-    changes = {"batch_size": 8, "sample_per_id": 2} if kind == "ShiTuRecDataset" else {"batch_size": 8}
+    changes = {"batch_size": 8, "sample_per_id": 2, "head": head} if head else {"batch_size": 8}
     trainer = Trainer(config(root, kind, tmp_path / "out", learning_rate=0.005, hflip=False, crop="none", pad=0,
                              **changes), progress=False)
     trainer._open_log()

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from test_datasets import make_cls, make_rec, thumbnail, write
 from viewfinder.cli import cli
 from viewfinder.errors import ModelNotFoundError
-from viewfinder.training import TrainConfig, TrainingError, evaluate, train
+from viewfinder.training import TrainConfig, TrainingError, TrainingInterrupted, evaluate, train
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_size": 4, "epochs": 1,
@@ -31,6 +31,8 @@ FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_s
     ({"model": None}, r"training needs a model name \(--model\)"),
     ({"input_size": 8}, "input_size must be at least 16 pixels"),
     ({"crop": "zoom"}, "crop must be random_resized, pad_crop or none"),
+    ({"head": "softmax"}, "head must be one of fc, arcmargin, cosmargin, got 'softmax'"),
+    ({"head_margin": -0.1}, "head_margin must be >= 0 and head_scale > 0"),
 ])
 def test_bad_settings(tmp_path, changes, message):
     config = TrainConfig(dataset_dir=str(tmp_path), dataset_type="ClsDataset", output=str(tmp_path / "o"),
@@ -138,10 +140,16 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path, photos, mobilenet_v2_wei
     assert lines[-1].startswith("viewfinder: training interrupted at epoch ")
     assert "--resume" in lines[-1]
     state = torch.load(out / "last_checkpoint.pt", weights_only=True)
-    match = re.search(r"interrupted at epoch (\d+), step (\d+)/12;", lines[-1])
-    assert match, lines[-1]
-    assert (state["epoch"], state["step"]) == (int(match.group(1)) - 1, int(match.group(2)))
-    assert 1 <= state["step"] <= 12
+    # Ctrl-C lands inside an epoch's steps (saved mid-epoch) or in the work after an epoch's last
+    # step (evaluation, checkpoint, curve), where the epoch's end is saved
+    inside = re.search(r"interrupted at epoch (\d+), step (\d+)/12;", lines[-1])
+    after = re.search(r"interrupted after epoch (\d+);", lines[-1])
+    assert inside or after, lines[-1]
+    if inside:
+        assert (state["epoch"], state["step"]) == (int(inside.group(1)) - 1, int(inside.group(2)))
+        assert 1 <= state["step"] <= 12
+    else:
+        assert (state["epoch"], state["step"]) == (int(after.group(1)), 0)
 
     # resuming (here in-process, with a schedule ending after this epoch) continues from the saved position
     config = TrainConfig(model="MobileNetV2_x1_0", dataset_dir=str(root), dataset_type="ClsDataset", output=str(out),
@@ -152,6 +160,30 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path, photos, mobilenet_v2_wei
         in log.read_text()
     result = json.loads((out / "train_result.json").read_text())
     assert result["done_flag"] is True and result["history"][-1]["epoch"] == state["epoch"] + 1
+
+
+def test_ctrl_c_after_an_epochs_last_step_saves_that_epoch(tmp_path, photos, mobilenet_v2_weights, monkeypatch):
+    """The Ctrl-C that lands in the work after an epoch (evaluation, checkpoint, curve) stops there."""
+    from viewfinder.training.trainer import Trainer
+
+    root = _many_images(tmp_path / "cls", photos)
+    out = tmp_path / "out"
+    draw = Trainer._draw_curve
+
+    def draw_then_interrupt(self):
+        draw(self)
+        self._stop_requested = True  # what the SIGINT handler does
+
+    monkeypatch.setattr(Trainer, "_draw_curve", draw_then_interrupt)
+    config = TrainConfig(dataset_dir=str(root), dataset_type="ClsDataset", output=str(out), **{**FAST, "epochs": 3})
+    with pytest.raises(TrainingInterrupted, match=r"interrupted after epoch 1; checkpoint saved to .*--resume"):
+        train(config, progress=False)
+    state = torch.load(out / "last_checkpoint.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 0)
+    monkeypatch.setattr(Trainer, "_draw_curve", draw)
+    result = train(config, resume=True, progress=False)
+    assert f"resuming from {out / 'last_checkpoint.pt'} at epoch 2, step 0" in (out / "train.log").read_text()
+    assert [record["epoch"] for record in result["history"]] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -59,6 +59,10 @@ class TrainConfig:
     triplet_ap_value: float = _f("Loss", 0.8)
     triplet_an_value: float = _f("Loss", 0.4)
     triplet_absolute_weight: float = _f("Loss", 0.1)
+    triplet_weight: float = _f("Loss", 1.0, "recognition: the triplet loss's weight next to CE (PaddleClas `weight`)")
+    head: str = _f("Loss", "fc", "recognition head: fc (PP-ShiTuV2_rec), arcmargin or cosmargin (PaddleClas)")
+    head_margin: float = _f("Loss", 0.2, "arcmargin: angle added (radians); cosmargin: cosine subtracted")
+    head_scale: float = _f("Loss", 30.0, "arcmargin / cosmargin: logit scale")
     sample_per_id: int = _f("Loss", 4, "recognition: K images per identity in each P x K batch")
     # --- Augment -----------------------------------------------------------------------
     crop: str | None = _f("Augment", None, "random_resized, pad_crop or none")
@@ -106,6 +110,10 @@ class TrainConfig:
             raise TrainingError(f"crop must be random_resized, pad_crop or none, got {self.crop!r}")
         if self.input_size is not None and self.input_size < 16:
             raise TrainingError(f"input_size must be at least 16 pixels, got {self.input_size}")
+        if self.head not in HEAD_KINDS:
+            raise TrainingError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
+        if self.head_margin < 0 or self.head_scale <= 0:
+            raise TrainingError(f"head_margin must be >= 0 and head_scale > 0, got {self.head_margin}, {self.head_scale}")
         if self.freeze_groups < 0:
             raise TrainingError(f"freeze_groups must be >= 0, got {self.freeze_groups}")
         if self.num_workers < 0:
@@ -162,6 +170,10 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+
+#: recognition heads: PP-ShiTuV2's plain FC, and PaddleClas's margin heads (ArcMargin, CosMargin),
+#: which score the cosine between the embedding and each identity's weight
+HEAD_KINDS = ("fc", "arcmargin", "cosmargin")
 
 #: per-task defaults for the settings left as None (PaddleX's recipes, scaled for fine-tuning)
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {

@@ -17,11 +17,13 @@ training identities.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..datasets.formats import TASK_OF_TYPE
 from ..errors import ConfigError, ViewfinderError
@@ -31,6 +33,7 @@ from ..models.model_dir import read_model_dir
 from ..models.preprocess import PreprocessConfig
 from ..models.registry import ModelSpec, get_spec
 from ..models.weights import load_weights_file, resolve_default_weights
+from .config import HEAD_KINDS
 from .errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -116,25 +119,55 @@ def embedding_network(spec: ModelSpec, network: nn.Module) -> nn.Module:
 
 
 class RecognitionHead(nn.Module):
-    """BNNeck (BatchNorm1d, bias frozen at 0) + bias-free FC to the training identities."""
+    """BNNeck (BatchNorm1d, bias frozen at 0) + a bias-free head to the training identities.
 
-    def __init__(self, dim: int, num_ids: int) -> None:
+    ``fc``: a Linear (PP-ShiTuV2_rec). ``arcmargin`` / ``cosmargin``: ``scale * cos`` between the
+    normalised BNNeck output and the normalised identity weights, with the target's angle
+    widened by ``margin`` (ArcFace) or its cosine lowered by ``margin`` (CosFace) during training;
+    they pull each identity into a tight cone, which is what nearest-neighbour search rewards.
+    """
+
+    def __init__(self, dim: int, num_ids: int, kind: str = "fc", margin: float = 0.0, scale: float = 30.0) -> None:
         super().__init__()
+        if kind not in HEAD_KINDS:
+            raise TrainingError(f"head must be one of {', '.join(HEAD_KINDS)}, got {kind!r}")
+        self.kind, self.margin, self.scale = kind, margin, scale
         self.neck = nn.BatchNorm1d(dim)
         self.neck.bias.requires_grad_(False)
         self.fc = nn.Linear(dim, num_ids, bias=False)
-        nn.init.normal_(self.fc.weight, std=0.001)
+        if kind == "fc":
+            nn.init.normal_(self.fc.weight, std=0.001)
+        else:
+            nn.init.xavier_normal_(self.fc.weight)
 
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.neck(embedding))
+    def forward(self, embedding: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.neck(embedding)
+        if self.kind == "fc":
+            return self.fc(features)
+        cosine = F.linear(F.normalize(features), F.normalize(self.fc.weight)).clamp(-1.0, 1.0)
+        if targets is None or not self.margin:
+            return self.scale * cosine
+        target = F.one_hot(targets, cosine.shape[1]).bool()
+        if self.kind == "cosmargin":
+            widened = cosine - self.margin
+        else:
+            # cos(theta + m); past theta = pi - m the angle cannot widen further, so fall back to
+            # CosFace's linear penalty there (the usual ArcFace guard, keeps the logit monotonic)
+            sine = torch.sqrt((1.0 - cosine * cosine).clamp(min=0.0))
+            widened = cosine * math.cos(self.margin) - sine * math.sin(self.margin)
+            limit = math.cos(math.pi - self.margin)
+            widened = torch.where(cosine > limit, widened, cosine - math.sin(math.pi - self.margin) * self.margin)
+        return self.scale * torch.where(target, widened, cosine)
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight, bias) of one Linear equal to this head in eval mode."""
+        """(weight, bias) of one Linear equal to this head in eval mode (for a margin head: with the
+        same argmax; its scores are ``scale * cos`` times the feature norm)."""
         bn = self.neck
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         shift = bn.bias - bn.running_mean * scale
-        weight = self.fc.weight * scale.unsqueeze(0)
-        bias = self.fc.weight @ shift
+        fc = self.fc.weight if self.kind == "fc" else F.normalize(self.fc.weight)
+        weight = fc * scale.unsqueeze(0)
+        bias = fc @ shift
         return weight.detach(), bias.detach()
 
 
@@ -182,7 +215,8 @@ class TrainableModel:
         return replace(self.base.spec, task=self.task)
 
 
-def build_trainable(base: BaseModel, dataset_type: str, num_classes: int) -> TrainableModel:
+def build_trainable(base: BaseModel, dataset_type: str, num_classes: int, head: str = "fc", head_margin: float = 0.0,
+                    head_scale: float = 30.0) -> TrainableModel:
     """Attach the dataset's head to ``base`` (see the module docstring)."""
     task = TASK_OF_TYPE[dataset_type]
     if task == FEATURE_TASK:
@@ -192,7 +226,7 @@ def build_trainable(base: BaseModel, dataset_type: str, num_classes: int) -> Tra
             network, network_classes = base.module, base.num_classes
         embed = embedding_network(base.spec, network)
         dim = _embedding_dim(embed, base.preprocess)
-        return TrainableModel(base, network, task, network_classes, RecognitionHead(dim, num_classes), embed)
+        return TrainableModel(base, network, task, network_classes, RecognitionHead(dim, num_classes, head, head_margin, head_scale), embed)
     if base.spec.task not in CLASSIFIER_TASKS:
         raise TrainingError(f"{base.spec.name} is a {base.spec.task} model; {dataset_type} training needs a "
                             "classification model (any zoo classifier or multi-label model)")

@@ -147,7 +147,8 @@ class Trainer:
         resuming = bool(self.resume)
         base = load_base(cfg.model, cfg.model_dir, pretrained=cfg.pretrained and not resuming)
         self.preprocess = resolve_preprocess(base.preprocess, cfg.input_size, cfg.resize_short)
-        self.model: TrainableModel = build_trainable(base, self.kind, self.num_classes)
+        self.model: TrainableModel = build_trainable(base, self.kind, self.num_classes, cfg.head, cfg.head_margin,
+                                                       cfg.head_scale)
         frozen = freeze_groups(self.model.network, cfg.freeze_groups)
         if frozen:
             log.info("froze %d tensors (the first %d parameter groups)", frozen, cfg.freeze_groups)
@@ -269,8 +270,8 @@ class Trainer:
     def _loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.kind == REC:
             embedding = self.model.embed(images)
-            logits = self.model.head(embedding.float())
-            return self.ce(logits, targets) + self.triplet(embedding, targets)
+            logits = self.model.head(embedding.float(), targets)
+            return self.ce(logits, targets) + self.config.triplet_weight * self.triplet(embedding, targets)
         logits = self.model.network(images).float()
         if self.kind == ML:
             return self.asl(logits, targets)
