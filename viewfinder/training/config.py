@@ -113,7 +113,8 @@ class TrainConfig:
         if self.head not in HEAD_KINDS:
             raise TrainingError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         if self.head_margin < 0 or self.head_scale <= 0:
-            raise TrainingError(f"head_margin must be >= 0 and head_scale > 0, got {self.head_margin}, {self.head_scale}")
+            raise TrainingError(f"head_margin must be >= 0 and head_scale > 0, "
+                                f"got {self.head_margin}, {self.head_scale}")
         if self.freeze_groups < 0:
             raise TrainingError(f"freeze_groups must be >= 0, got {self.freeze_groups}")
         if self.num_workers < 0:

@@ -5,7 +5,8 @@
 * recognition: the network's embedding - pooled pre-logits features for a classifier
   (:class:`~viewfinder.models.feature.PooledFeatures`), the output of a feature model such
   as PP-ShiTuV2_rec - plus, for training only, a :class:`RecognitionHead` (BNNeck, a
-  BatchNorm1d with frozen bias, then a bias-free FC to the training identities).
+  BatchNorm1d with frozen bias, then a bias-free FC - or a PaddleClas margin head - to the
+  training identities).
 
 The triplet loss shapes the embedding itself and the CE loss runs through the BNNeck (the
 "bag of tricks" arrangement), so the exported network is the zoo architecture unchanged:
@@ -151,8 +152,8 @@ class RecognitionHead(nn.Module):
         if self.kind == "cosmargin":
             widened = cosine - self.margin
         else:
-            # cos(theta + m); past theta = pi - m the angle cannot widen further, so fall back to
-            # CosFace's linear penalty there (the usual ArcFace guard, keeps the logit monotonic)
+            # cos(theta + m); past theta = pi - m the angle cannot widen further, so a linear
+            # penalty takes over there (ArcFace's guard, as PaddleClas; keeps the logit monotonic)
             sine = torch.sqrt((1.0 - cosine * cosine).clamp(min=0.0))
             widened = cosine * math.cos(self.margin) - sine * math.sin(self.margin)
             limit = math.cos(math.pi - self.margin)
@@ -226,7 +227,8 @@ def build_trainable(base: BaseModel, dataset_type: str, num_classes: int, head: 
             network, network_classes = base.module, base.num_classes
         embed = embedding_network(base.spec, network)
         dim = _embedding_dim(embed, base.preprocess)
-        return TrainableModel(base, network, task, network_classes, RecognitionHead(dim, num_classes, head, head_margin, head_scale), embed)
+        head_module = RecognitionHead(dim, num_classes, head, head_margin, head_scale)
+        return TrainableModel(base, network, task, network_classes, head_module, embed)
     if base.spec.task not in CLASSIFIER_TASKS:
         raise TrainingError(f"{base.spec.name} is a {base.spec.task} model; {dataset_type} training needs a "
                             "classification model (any zoo classifier or multi-label model)")
