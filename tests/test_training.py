@@ -67,8 +67,6 @@ def test_recognition_heads_margins_and_folding(kind):
     torch.manual_seed(0)
     head = RecognitionHead(16, 5, kind, margin=0.3, scale=10.0)
     embedding, targets = torch.randn(12, 16), torch.arange(12) % 5
-    head.train()
-    logits = head(embedding, targets)
     head.eval()
     plain = head(embedding)
     target = F.one_hot(targets, 5).bool()
