@@ -52,6 +52,11 @@ class DecodedImage:
         return self.pil.size if self.pil is not None else None
 
     @property
+    def held_pixels(self) -> Image.Image | np.ndarray | None:
+        """The pixels held, as decoded: the Pillow image or the array (what a resize takes)."""
+        return self.pil if self.pil is not None else self.rgb
+
+    @property
     def reduced(self) -> bool:
         """True when the full-size pixels are not held (reduced-scale decode, or not kept)."""
         return self.decoded_size != self.original_size

@@ -141,8 +141,7 @@ class BasePredictor:
             # Resized straight from the Pillow image: no array copy out of Pillow and back
             # (2.2 of 10.3 ms per 640x480 JPEG, benchmarks/decode.py); the array for drawing is made on first use.
             image = item.decode(min_short_side=self.preprocess.config.min_decode_side, keep_pil=True)
-            source = image.pil if image.pil is not None else image.rgb
-            return PreparedImage(**vars(image), model_input=self.preprocess.resize_one(source))
+            return PreparedImage(**vars(image), model_input=self.preprocess.resize_one(image.held_pixels))
         except ViewfinderError as exc:
             log.warning("skipping %s", exc)
             return ErrorResult({"input_path": item.input_path, "error": str(exc)})
@@ -206,7 +205,7 @@ class BasePredictor:
         """The network batch: from the inputs prepared in the decode pool when every image has one."""
         inputs = [getattr(image, "model_input", None) for image in images]
         if any(x is None for x in inputs):
-            return self.preprocess([image.rgb if image.rgb is not None else image.pil for image in images])
+            return self.preprocess([image.held_pixels for image in images])
         if all(isinstance(x, np.ndarray) for x in inputs):
             return self.preprocess.normalize(inputs)
         import torch  # GPU path: normalised tensors on the device, CPU-prepared ones moved there
