@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_OUT := output/demo
 
-.PHONY: demo test seed install clean
+.PHONY: demo test seed install clean paddlex-env
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,19 @@ demo: seed
 test: seed
 	$(VPY) -m pytest -q
 
+# Optional: PaddleX 3.7.2 in its own venv, with random-weight models in PaddleX's format, so
+# that benchmarks/engines.py and benchmarks/shitu.py time PaddleX in the same run (--paddlex).
+PDX_VENV := .venv-paddlex
+PDX_MODELS := .assets/paddlex-models
+paddlex-env: $(PDX_MODELS)/PP-ShiTuV2_det/inference.yml
+
+$(PDX_VENV)/bin/python:
+	$(PYTHON) -m venv $(PDX_VENV)
+	$(PDX_VENV)/bin/pip install -q -r requirements/paddlex.txt
+	$(PDX_VENV)/bin/pip install -q --no-deps paddleclas==2.6.0 paddledet==2.6.0
+
+$(PDX_MODELS)/PP-ShiTuV2_det/inference.yml: $(PDX_VENV)/bin/python benchmarks/paddlex/build_models.py
+	$(PDX_VENV)/bin/python benchmarks/paddlex/build_models.py $(PDX_MODELS)
+
 clean:
-	rm -rf $(VENV) .assets output
+	rm -rf $(VENV) $(PDX_VENV) .assets output

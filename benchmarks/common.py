@@ -32,6 +32,21 @@ def jpeg_folder(count: int = 32, size: tuple[int, int] = (640, 480)) -> Path:
     return folder
 
 
+class Timed:
+    """One timed pass: wall ms per image and cores busy (process CPU seconds / wall seconds)."""
+
+    def __init__(self, ms: float, cores: float) -> None:
+        self.ms, self.cores = ms, cores
+
+
+def time_pass(run: Callable[[], int]) -> Timed:
+    """Time ``run()``, which returns how many images it processed."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    images = run()
+    wall = time.perf_counter() - start
+    return Timed(wall * 1000.0 / max(1, images), (time.process_time() - cpu_start) / wall)
+
+
 def median_ms_per_image(run: Callable[[], int], repeats: int = 3) -> float:
     """Median over ``repeats`` of (wall time / images processed) in milliseconds."""
     samples = []

@@ -11,7 +11,13 @@ the machine's load hits them alike. The table compares with PaddleX 3.7.2 on the
 architecture and threads (target: 1.5x faster) and with raw ONNX Runtime (target at
 batch 8: end to end within 15 %).
 
-    .venv/bin/python benchmarks/engines.py [--models PP-LCNet_x1_0 ResNet50] [--repeats 5]
+With ``--paddlex`` (after ``make paddlex-env``) PaddleX itself is timed in the same run, in
+its own environment, on the same files and in the same repeat loop, twice: as configured
+(``cpu_threads`` = the row's threads; it keeps both cores busy regardless) and pinned to
+that many cores. Every figure carries its cores busy (CPU seconds / wall seconds). Without
+``--paddlex`` the PaddleX column shows figures measured on another day (issue 3).
+
+    .venv/bin/python benchmarks/engines.py [--models PP-LCNet_x1_0 ResNet50] [--repeats 5] [--paddlex]
 
 Exports go to a temporary VIEWFINDER_HOME (``--home`` to keep them between runs).
 """
@@ -29,10 +35,12 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import jpeg_folder, machine_description  # noqa: E402
+from benchmarks.common import Timed, jpeg_folder, machine_description, time_pass  # noqa: E402
+from benchmarks.paddlex.client import DEFAULT_MODELS, DEFAULT_PYTHON, PaddleXWorker, available  # noqa: E402
 
 MODELS = ("PP-LCNet_x1_0", "PP-HGNetV2-B0", "ResNet50", "PP-LCNetV2_base")
-# PaddleX 3.7.2 end-to-end ms/img on this kind of 2-core machine: (model, threads, batch) -> ms
+# PaddleX 3.7.2 end-to-end ms/img as issue 3 quotes them (another day, another machine of
+# this kind): (model, threads, batch) -> ms. Used only when PaddleX is not timed in the run.
 PADDLEX_MS = {
     ("PP-LCNet_x1_0", 1, 1): 18.4, ("PP-LCNet_x1_0", 1, 8): 14.4,
     ("PP-LCNet_x1_0", 2, 1): 21.5, ("PP-LCNet_x1_0", 2, 8): 15.2,
@@ -42,18 +50,9 @@ PADDLEX_MS = {
     ("ResNet50", 2, 1): 179.0, ("ResNet50", 2, 8): 155.0,
 }
 SPEEDUP_TARGET = 1.5
-# Raw ONNX Runtime PP-LCNet_x1_0 (timm lcnet_100), 1 thread, batch 1, as issue 3 measured it on
-# the kind of machine the PaddleX figures above come from. These shared 2-core machines run
-# at different speeds from day to day, so the table also prints an estimate scaled by
-# (our raw figure / this one): what the speed-up would be on a machine as fast as PaddleX's.
-REFERENCE_RAW_LCNET_MS = 4.7
 RAW_OVERHEAD_TARGET = 0.15
 
 
-def time_ms_per_image(run: Callable[[], int]) -> float:
-    start = time.perf_counter()
-    images = run()
-    return (time.perf_counter() - start) * 1000.0 / max(1, images)
 
 
 def raw_runner(model: Any, batch: Any, images: int) -> Callable[[], int]:
@@ -78,7 +77,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--home", default=None, help="VIEWFINDER_HOME for the ONNX exports (default: temporary)")
+    parser.add_argument("--paddlex", nargs="?", const=DEFAULT_PYTHON, default=None, type=Path, metavar="PYTHON",
+                        help=f"time PaddleX 3.7.2 in the same run with this interpreter (default {DEFAULT_PYTHON})")
+    parser.add_argument("--paddlex-models", type=Path, default=DEFAULT_MODELS)
     args = parser.parse_args()
+    if args.paddlex and (problem := available(args.paddlex, args.paddlex_models)):
+        raise SystemExit(problem)
 
     os.environ["VIEWFINDER_HOME"] = args.home or tempfile.mkdtemp(prefix="vf-bench-home-")
     import torch
@@ -100,14 +104,18 @@ def main() -> None:
     except ImportError:
         print()
     print(f"{len(files)} JPEGs 640x480 in {folder}; random weights; ms/img: median of {args.repeats} runs after a "
-          "warm-up (best run in brackets); ratios from the medians")
+          "warm-up (best run in brackets); ratios from the medians; [cores busy] = CPU seconds / wall seconds")
+    if args.paddlex:
+        print("PaddleX 3.7.2 timed in this run (its own environment, same files, same repeat loop): as configured "
+              "(cpu_threads = threads) and pinned to that many cores")
+    else:
+        print("PaddleX 3.7.2: figures from issue 3 (another day; rerun with --paddlex to time it here)")
     print(f"load average at start: {_load()} (other processes on the machine skew every figure)\n")
     print("| model | threads | batch | torch e2e | ORT e2e | ORT raw | ORT e2e over raw (bs 8: ≤ 15 %) "
-          "| PaddleX 3.7.2 e2e | ORT speed-up vs PaddleX (≥ 1.5x) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| PaddleX e2e | PaddleX pinned | ORT speed-up vs PaddleX (≥ 1.5x) | vs PaddleX pinned |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    paths = [str(f) for f in files]
     notes: list[str] = []
-    scaled: list[str] = []
-    machine_factor: float | None = None
     for model_name in args.models:
         for threads in args.threads:
             models = {}
@@ -126,56 +134,66 @@ def main() -> None:
             for batch_size in args.batches:
                 # One runner per column; every repeat runs each once, in turn, so a change in the
                 # machine's load hits all columns of a row alike.
-                runners: dict[str, Callable[[], int]] = {}
+                runners: dict[str, Callable[[], Timed]] = {}
                 for engine, model in models.items():
-                    runners[engine] = (lambda m=model, b=batch_size:
-                                       sum(1 for r in m.predict(str(folder), batch_size=b) if r.ok))
+                    runners[engine] = (lambda m=model, b=batch_size: time_pass(
+                        lambda: sum(1 for r in m.predict(paths, batch_size=b) if r.ok)))
                 if "onnxruntime" in models:
                     ort = models["onnxruntime"]
                     pixels = [decode_image(f, ort.preprocess.config.min_decode_side).rgb for f in files[:batch_size]]
-                    runners["raw"] = raw_runner(ort, ort.preprocess(pixels), len(files))
-                samples: dict[str, list[float]] = {name: [] for name in runners}
+                    raw = raw_runner(ort, ort.preprocess(pixels), len(files))
+                    runners["raw"] = lambda run=raw: time_pass(run)
+                workers = []
+                if args.paddlex:
+                    for name, pin in (("paddlex", False), ("paddlex_pinned", True)):
+                        worker = PaddleXWorker(args.paddlex, args.paddlex_models, "classify", folder, model=model_name,
+                                               threads=threads, batch=batch_size, count=len(files), pin=pin)
+                        workers.append(worker)
+                        runners[name] = lambda w=worker: w.timed("run")
+                samples: dict[str, list[Timed]] = {name: [] for name in runners}
                 for run in runners.values():
                     run()  # warm-up: allocations, thread pools, first-call costs
                 for _ in range(args.repeats):
                     for name, run in runners.items():
-                        samples[name].append(time_ms_per_image(run))
-                ms = {name: statistics.median(values) for name, values in samples.items()}
-                best = {name: min(values) for name, values in samples.items()}
-                print(_row(model_name, threads, batch_size, ms, best), flush=True)
-                if (model_name, threads, batch_size) == ("PP-LCNet_x1_0", 1, 1) and "raw" in ms:
-                    machine_factor = ms["raw"] / REFERENCE_RAW_LCNET_MS
-                ref = PADDLEX_MS.get((model_name, threads, batch_size))
-                if machine_factor and ref and "onnxruntime" in ms:
-                    speedup = ref / (ms["onnxruntime"] / machine_factor)
-                    scaled.append(f"| {model_name} | {threads} | {batch_size} | {ms['onnxruntime'] / machine_factor:.1f} "
-                                  f"| {ref:.1f} | {speedup:.2f}x {'✓' if speedup >= SPEEDUP_TARGET else '✗'} |")
+                        samples[name].append(run())
+                for worker in workers:
+                    worker.close()
+                print(_row(model_name, threads, batch_size, samples), flush=True)
             for model in models.values():
                 model.close()
     print(f"\nload average at end: {_load()}\n")
-    if machine_factor and scaled:
-        print(f"This machine ran raw PP-LCNet_x1_0 (ORT, 1 thread, batch 1) {machine_factor:.2f}x slower than the "
-              f"{REFERENCE_RAW_LCNET_MS} ms measured where the PaddleX figures come from. Estimate at that machine's "
-              "speed (ORT e2e divided by that factor; an estimate, not a measurement):\n")
-        print("| model | threads | batch | ORT e2e, scaled | PaddleX 3.7.2 e2e | estimated speed-up (≥ 1.5x) |")
-        print("|---|---|---|---|---|---|")
-        print("\n".join(scaled) + "\n")
     for note in notes:
         print(f"- {note}")
 
 
-def _row(model_name: str, threads: int, batch_size: int, ms: dict[str, float], best: dict[str, float]) -> str:
-    """A table row: medians, with the best run in brackets (what the machine does when others pause)."""
+def _row(model_name: str, threads: int, batch_size: int, samples: dict[str, list[Timed]]) -> str:
+    """A table row: medians [cores busy], the best run in brackets (what the machine does when others pause)."""
+    ms = {name: statistics.median(t.ms for t in runs) for name, runs in samples.items()}
+    cores = {name: statistics.median(t.cores for t in runs) for name, runs in samples.items()}
+
+    def cell(name: str) -> str:
+        if name not in ms:
+            return "-"
+        return f"{ms[name]:.1f} ({min(t.ms for t in samples[name]):.1f}) [{cores[name]:.1f}]"
+
+    def speedup(reference: float | None) -> str:
+        ort_ms = ms.get("onnxruntime")  # what engine="auto" runs on CPU
+        if not reference or not ort_ms:
+            return "-"
+        return f"{reference / ort_ms:.2f}x " + ("✓" if reference / ort_ms >= SPEEDUP_TARGET else "✗")
+
     ort_ms, raw_ms = ms.get("onnxruntime"), ms.get("raw")
-    ref = PADDLEX_MS.get((model_name, threads, batch_size))
     over = ort_ms / raw_ms - 1 if ort_ms and raw_ms else None
-    speedup = ref / ort_ms if ref and ort_ms else None  # ORT: what engine="auto" runs on CPU
-    cells = [f"{ms[k]:.1f} ({best[k]:.1f})" if k in ms else "-" for k in ("torch", "onnxruntime", "raw")]
     over_text = "-" if over is None else f"{over * 100:+.0f} %" + (
         (" ✓" if over <= RAW_OVERHEAD_TARGET else " ✗") if batch_size == 8 else "")
-    speed_text = "-" if speedup is None else f"{speedup:.2f}x " + ("✓" if speedup >= SPEEDUP_TARGET else "✗")
-    return (f"| {model_name} | {threads} | {batch_size} | {' | '.join(cells)} | {over_text} | "
-            f"{f'{ref:.1f}' if ref else '-'} | {speed_text} |")
+    if "paddlex" in ms:
+        paddlex, paddlex_text = ms["paddlex"], cell("paddlex")
+    else:
+        paddlex = PADDLEX_MS.get((model_name, threads, batch_size))
+        paddlex_text = f"{paddlex:.1f} (issue 3)" if paddlex else "-"
+    cells = [cell("torch"), cell("onnxruntime"), cell("raw"), over_text, paddlex_text, cell("paddlex_pinned"),
+             speedup(paddlex), speedup(ms.get("paddlex_pinned"))]
+    return f"| {model_name} | {threads} | {batch_size} | {' | '.join(cells)} |"
 
 
 def _load() -> str:

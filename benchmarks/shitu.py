@@ -5,22 +5,26 @@ Two workloads, at CPU threads 1 and 2:
 
 * ``one-crop`` — PaddleX's measured workload: PP-ShiTuV2_det + PP-ShiTuV2_rec with random
   weights, so nothing passes det_threshold and every query falls back to one whole-image
-  crop. PaddleX 3.7.2 here: build_index 58 ms/img, predict 482 ms/img at 1 thread (40 / 402
-  at 2 threads).
+  crop. PaddleX 3.7.2 per issue 5 (another day): build_index 58 ms/img, predict 482 ms/img
+  at 1 thread (40 / 402 at 2 threads). With ``--paddlex`` (after ``make paddlex-env``)
+  PaddleX runs this workload in the same run and repeat loop, as configured
+  (``cpu_threads``) and pinned to that many cores; [cores busy] = CPU s / wall s.
 * ``multi-box`` — a real multi-box workload: the real COCO CenterNet (../shared/assets) as
   mainbody detector, MobileNetV2_x1_0 features, the whole image added too (3-5 crops per photo).
 
-    .venv/bin/python benchmarks/shitu.py [--engine auto|torch|onnxruntime] [--repeats 3]
+    .venv/bin/python benchmarks/shitu.py [--engine auto|torch|onnxruntime] [--repeats 3] [--paddlex]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import jpeg_folder, machine_description, median_ms_per_image  # noqa: E402
+from benchmarks.common import Timed, jpeg_folder, machine_description, time_pass  # noqa: E402
+from benchmarks.paddlex.client import DEFAULT_MODELS, DEFAULT_PYTHON, PaddleXWorker, available  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CENTERNET = ROOT.parent / "shared" / "assets" / "centernet.onnx"
@@ -45,7 +49,13 @@ def main() -> None:
     parser.add_argument("--engine", default=None, help="engine for the torch models (default: library default)")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--paddlex", nargs="?", const=DEFAULT_PYTHON, default=None, type=Path, metavar="PYTHON",
+                        help=f"time PaddleX 3.7.2 in the same run with this interpreter (default {DEFAULT_PYTHON})")
+    parser.add_argument("--paddlex-models", type=Path, default=DEFAULT_MODELS)
     args = parser.parse_args()
+    if args.paddlex and (problem := available(args.paddlex, args.paddlex_models)):
+        raise SystemExit(problem)
 
     import torch
 
@@ -55,32 +65,67 @@ def main() -> None:
     images = sorted(str(p) for p in folder.glob("*.jpg"))[: args.images]
     labels = [f"item{i}" for i in range(len(images))]
     print(f"machine: {machine_description()}")
-    print(f"{len(images)} JPEGs 640x480; median of {args.repeats} runs; gallery = the same photos\n")
-    print("| workload | threads | build_index ms/img | predict ms/img | boxes/img | PaddleX build / predict | predict speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"{len(images)} JPEGs 640x480; median of {args.repeats} runs (each after one warm-up); gallery = the same "
+          "photos; [cores busy] = CPU seconds / wall seconds\n")
+    print("| workload | threads | build_index ms/img | predict ms/img | boxes/img | PaddleX build / predict "
+          "| PaddleX pinned build / predict | predict speed-up | vs pinned |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, override in workloads(args.engine).items():
         if "multi-box" in name and not CENTERNET.is_file():
-            print(f"| {name} | - | skipped: {CENTERNET} not found | | | | |")
+            print(f"| {name} | - | skipped: {CENTERNET} not found | | | | | | |")
             continue
-        for threads in (1, 2):
+        for threads in args.threads:
             torch.set_num_threads(threads)
             pipeline = create_pipeline("PP-ShiTuV2", config=override, device="cpu",
                                        pretrained="random" not in name, cpu_threads=threads)
             index = pipeline.build_index(images, labels, show_progress=False)
-            build_ms = median_ms_per_image(
-                lambda: len(pipeline.build_index(images, labels, show_progress=False)), args.repeats)
             boxes: list[int] = []
 
-            def run() -> int:
+            def predict() -> int:
                 results = list(pipeline.predict(images, index=index))
                 boxes.append(sum(len(r["boxes"]) for r in results))
                 return len(results)
 
-            run()  # warm-up
-            predict_ms = median_ms_per_image(run, args.repeats)
-            ref_build, ref_predict = PADDLEX[threads]
-            print(f"| {name} | {threads} | {build_ms:.1f} | {predict_ms:.1f} | {boxes[-1] / len(images):.1f} | "
-                  f"{ref_build:.0f} / {ref_predict:.0f} | {ref_predict / predict_ms:.1f}x |", flush=True)
+            runners = {"build": lambda: time_pass(lambda: len(pipeline.build_index(images, labels,
+                                                                                   show_progress=False))),
+                       "predict": lambda: time_pass(predict)}
+            workers = []
+            if args.paddlex and "one-crop" in name:  # PaddleX's workload (its models in PaddleX's format)
+                for prefix, pin in (("paddlex", False), ("paddlex_pinned", True)):
+                    worker = PaddleXWorker(args.paddlex, args.paddlex_models, "shitu", folder, threads=threads,
+                                           count=len(images), pin=pin)
+                    workers.append(worker)
+                    runners[f"{prefix}_build"] = lambda w=worker: w.timed("build")
+                    runners[f"{prefix}_predict"] = lambda w=worker: w.timed("predict")
+            samples: dict[str, list[Timed]] = {key: [] for key in runners}
+            for run in runners.values():
+                run()  # warm-up
+            for _ in range(args.repeats):
+                for key, run in runners.items():
+                    samples[key].append(run())
+            for worker in workers:
+                worker.close()
+            print(_row(name, threads, samples, boxes[-1] / len(images)), flush=True)
+
+
+def _row(name: str, threads: int, samples: dict[str, list[Timed]], boxes_per_image: float) -> str:
+    ms = {key: statistics.median(t.ms for t in runs) for key, runs in samples.items()}
+    cores = {key: statistics.median(t.cores for t in runs) for key, runs in samples.items()}
+
+    def cell(key: str) -> str:
+        return f"{ms[key]:.1f} [{cores[key]:.1f}]" if key in ms else "-"
+
+    if "paddlex_predict" in ms:
+        paddlex = f"{cell('paddlex_build')} / {cell('paddlex_predict')}"
+        pinned = f"{cell('paddlex_pinned_build')} / {cell('paddlex_pinned_predict')}"
+        reference, pinned_reference = ms["paddlex_predict"], ms["paddlex_pinned_predict"]
+    else:
+        ref_build, reference = PADDLEX.get(threads, (None, None))
+        paddlex = f"{ref_build:.0f} / {reference:.0f} (issue 5)" if reference else "-"
+        pinned, pinned_reference = "-", None
+    speedups = [f"{ref / ms['predict']:.1f}x" if ref else "-" for ref in (reference, pinned_reference)]
+    return (f"| {name} | {threads} | {cell('build')} | {cell('predict')} | {boxes_per_image:.1f} | {paddlex} | "
+            f"{pinned} | {' | '.join(speedups)} |")
 
 
 if __name__ == "__main__":
