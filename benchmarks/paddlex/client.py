@@ -37,9 +37,12 @@ class PaddleXWorker:
     def time(self, command: str) -> dict:
         """Send one command ("run", "build", "predict"); its answer: ms_per_image, cores_busy, ..."""
         assert self._process.stdin and self._process.stdout
-        self._process.stdin.write(command + "\n")
-        self._process.stdin.flush()
-        line = self._process.stdout.readline()
+        try:
+            self._process.stdin.write(command + "\n")
+            self._process.stdin.flush()
+            line = self._process.stdout.readline()
+        except BrokenPipeError:  # it exited before reading the command
+            line = ""
         if not line:
             raise RuntimeError(f"the PaddleX worker exited (code {self._process.wait()}) on {command!r}; "
                                f"run {WORKER.name} by hand to see why")
@@ -55,7 +58,10 @@ class PaddleXWorker:
 
     def close(self) -> None:
         if self._process.stdin:
-            self._process.stdin.close()
+            try:
+                self._process.stdin.close()
+            except BrokenPipeError:
+                pass
         self._process.wait(timeout=60)
 
     def __enter__(self) -> "PaddleXWorker":
