@@ -53,8 +53,6 @@ SPEEDUP_TARGET = 1.5
 RAW_OVERHEAD_TARGET = 0.15
 
 
-
-
 def raw_runner(model: Any, batch: Any, images: int) -> Callable[[], int]:
     """The network alone on ``images`` images, in batches like ``batch``."""
 
