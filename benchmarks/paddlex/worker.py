@@ -71,7 +71,8 @@ def main() -> None:
         _patch_feature_split()
         option = PaddlePredictorOption()
         option.cpu_threads = args.threads
-        files = sorted(str(p) for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[: args.count]
+        files = sorted(str(p) for p in args.images.iterdir()
+                       if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[: args.count]
         if args.task == "classify":
             model = create_model(args.model, model_dir=str(args.models / args.model), device="cpu",
                                  batch_size=args.batch, pp_option=option)
@@ -103,6 +104,8 @@ def main() -> None:
                 results = list(pipeline.predict(files, index=index))
                 count = len(results)
                 answer["boxes"] = sum(len(r["boxes"]) for r in results) / max(1, count)
+            elif command == "predict" and args.task == "shitu":
+                answer, count = {"error": "predict needs an index: send build first"}, 0
             else:
                 answer = {"error": f"unknown command {command!r} for task {args.task}"}
                 count = 0
