@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--triplet_weight", type=float, default=1.0)
     parser.add_argument("--triplet_margin", type=float, default=0.5)
+    parser.add_argument("--ema_decay", type=float, default=0.0, help="moving average of the weights (0: off)")
     parser.add_argument("--head", default="fc", help="fc (PP-ShiTuV2_rec), arcmargin or cosmargin")
     parser.add_argument("--head_margin", type=float, default=0.2)
     parser.add_argument("--head_scale", type=float, default=30.0)
@@ -136,7 +137,8 @@ def main() -> None:
                          learning_rate=args.lr, warmup_epochs=0.2, input_size=args.input_size,
                          freeze_groups=args.freeze_groups, triplet_weight=args.triplet_weight,
                          triplet_margin=args.triplet_margin, head=args.head, head_margin=args.head_margin,
-                         head_scale=args.head_scale, pad=max(2, args.input_size // 16), rotate_prob=0.0,
+                         head_scale=args.head_scale, ema_decay=args.ema_decay,
+                         pad=max(2, args.input_size // 16), rotate_prob=0.0,
                          eval_interval=0)  # evaluated once below, from the exported model dir
     result = train(config)
     times["train_s"] = time.time() - started

@@ -217,6 +217,37 @@ def test_recognition_export_is_a_feature_extractor_and_onnx_matches(tmp_path, ph
     np.testing.assert_allclose(onnx_normed, embedded[:3], atol=1e-4)
 
 
+def test_ema_evaluates_and_exports_the_averaged_weights_and_resumes(tmp_path, photos, mobilenet_v2_weights):
+    root = make_cls(tmp_path / "cls", photos)
+    out = tmp_path / "out"
+    trainer = Trainer(config(root, "ClsDataset", out, ema_decay=0.9, eval_interval=1), progress=False)
+    result = trainer.run()
+    averaged = trainer.ema.module[0].eval()
+    live = trainer.model.network.eval()
+    batch = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        from_average = averaged(torch.from_numpy(batch)).numpy()
+        from_live = live(torch.from_numpy(batch)).numpy()
+    assert np.abs(from_average - from_live).max() > 1e-4  # the average lags the last step
+    # the exported model is the average; the live weights are back in place after export
+    saved = create_model(model_dir=out / "best_model", device="cpu", engine="torch")
+    np.testing.assert_allclose(saved.raw(batch), from_average, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(live(torch.from_numpy(batch)).numpy(), from_live, rtol=0, atol=0)
+    # its validation metric was measured on the average too: evaluate() of the export agrees
+    metrics = evaluate(root, "ClsDataset", model_dir=out / "best_model", output=tmp_path / "eval", device="cpu",
+                       progress=False)
+    assert metrics == pytest.approx(result["history"][0]["metrics"], abs=1e-6)
+    # the checkpoint carries the average, and a resumed run starts from it
+    state = torch.load(out / "last_checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["ema"] is not None
+    resumed = Trainer(config(root, "ClsDataset", out, ema_decay=0.9, epochs=2), resume=True, progress=False)
+    resumed.prepare()
+    resumed._load_checkpoint()
+    for name, value in resumed.ema.module.state_dict().items():
+        torch.testing.assert_close(value, trainer.ema.module.state_dict()[name])
+
+
 def test_multilabel_training_and_evaluate_cli(tmp_path, photos, mobilenet_v2_weights):
     root = make_ml(tmp_path / "ml", photos)
     out = tmp_path / "out"

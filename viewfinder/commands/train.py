@@ -31,6 +31,8 @@ def register(cli: click.Group) -> None:
     @click.option("--optimizer", type=click.Choice(["momentum", "adamw"]), default=None)
     @click.option("--weight_decay", type=float, default=None)
     @click.option("--warmup_epochs", type=float, default=None)
+    @click.option("--ema_decay", type=float, default=None,
+                  help="Evaluate and export a moving average of the weights (e.g. 0.999; 0: off).")
     @click.option("--rotate_prob", type=float, default=None, help="Random-rotation probability (recognition: 0.5).")
     @click.option("--sample_per_id", type=int, default=None, help="Recognition: images per identity in a batch.")
     @click.option("--freeze_groups", type=int, default=None,

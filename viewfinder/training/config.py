@@ -38,6 +38,8 @@ class TrainConfig:
     optimizer: str = _f("Train", "momentum", "momentum (SGD, 0.9) or adamw")
     weight_decay: float | None = _f("Train", None)
     warmup_epochs: float = _f("Train", 1.0, "linear warmup, capped at a quarter of training; then cosine decay")
+    ema_decay: float = _f("Train", 0.0, "evaluate and export an exponential moving average of the weights "
+                                        "(PaddleClas EMA; e.g. 0.999; 0 = off)")
     pretrained: bool = _f("Train", True, "start from the model's pretrained weights (False: random init)")
     input_size: int | None = _f("Train", None, "network input side (default: the model's crop size)")
     resize_short: int | None = _f("Train", None, "evaluation resize of the short side (default: input_size)")
@@ -115,6 +117,8 @@ class TrainConfig:
         if self.head_margin < 0 or self.head_scale <= 0:
             raise TrainingError(f"head_margin must be >= 0 and head_scale > 0, "
                                 f"got {self.head_margin}, {self.head_scale}")
+        if isinstance(self.ema_decay, bool) or not 0 <= self.ema_decay < 1:
+            raise TrainingError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if self.freeze_groups < 0:
             raise TrainingError(f"freeze_groups must be >= 0, got {self.freeze_groups}")
         if self.num_workers < 0:

@@ -29,11 +29,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from ..datasets.charts import line_chart, save_png, stack
@@ -177,6 +180,8 @@ class Trainer:
         warmup = int(min(cfg.warmup_epochs, cfg.epochs / 4) * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(total, warmup))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.averaged = nn.ModuleList(self.model.modules())  # what the EMA follows: network (+ head)
+        self.ema = ModelEmaV3(self.averaged, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
         self.metric = PRIMARY_METRIC[self.kind]
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"score": None, "epoch": None, "metrics": {}}
@@ -213,6 +218,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "history": self.history,
             "best": self.best,
             "partial_loss": list(self._partial) if step else [0.0, 0],
@@ -254,6 +260,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:  # a checkpoint from a run without EMA restarts the average here
+            self.ema.module.load_state_dict(state.get("ema") or self.averaged.state_dict())
         self.history, self.best = list(state["history"]), dict(state["best"])
         torch.set_rng_state(state["torch_rng"])
         self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
@@ -292,6 +300,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.averaged, step=self.scheduler.last_epoch)  # last_epoch counts optimiser steps
         return float(loss.detach())
 
     def _loader(self, batches: list[list[int]]) -> torch.utils.data.DataLoader:
@@ -322,16 +332,32 @@ class Trainer:
         bar.close()
         return total_loss / max(1, count)
 
+    @contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """With ``ema_decay``: the model holds the averaged weights inside the block (evaluation, export)."""
+        if self.ema is None:
+            yield
+            return
+        live = {name: value.clone() for name, value in self.averaged.state_dict().items()}
+        self.averaged.load_state_dict(self.ema.module.state_dict())
+        try:
+            yield
+        finally:
+            self.averaged.load_state_dict(live)
+
     def _evaluate(self) -> dict[str, float]:
         self.model.train(False)
         forward = self.model.embed if self.kind == REC else self.model.network
-        return self.evaluator(forward, self.device, self.channels_last)
+        with self._averaged_weights():
+            return self.evaluator(forward, self.device, self.channels_last)
 
     # ------------------------------------------------------------------ outputs
     def _export_best(self) -> None:
-        network = self.model.export_network()
-        save_model_dir(network, self.model.export_spec(), self.output / BEST_DIR, self.preprocess,
-                       self.labels or None, self.model.num_classes, postprocess_defaults(self.kind, self.num_classes))
+        with self._averaged_weights():
+            network = self.model.export_network()
+            save_model_dir(network, self.model.export_spec(), self.output / BEST_DIR, self.preprocess,
+                           self.labels or None, self.model.num_classes,
+                           postprocess_defaults(self.kind, self.num_classes))
 
     def _draw_curve(self) -> None:
         epochs = [h["epoch"] for h in self.history]
