@@ -3,7 +3,8 @@
 
 Runs the image_classification pipeline over a folder of 640x480 JPEGs at batch 1 and 8,
 CPU threads 1 and 2, for PP-LCNet_x1_0 with random weights (speed does not depend on
-them), and prints a table next to PaddleX 3.7.2's figures on this kind of machine.
+them), and prints a table next to PaddleX 3.7.2's figures from issue 3 (another day; see
+``engines.py --paddlex`` for PaddleX timed in the same run).
 
     .venv/bin/python benchmarks/classify.py [--model PP-LCNet_x1_0] [--engine torch] [--repeats 3]
 """
@@ -17,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import jpeg_folder, machine_description, median_ms_per_image  # noqa: E402
 
-# PaddleX 3.7.2, same model and random weights, this kind of 2-core machine (ms/img)
+# PaddleX 3.7.2, same model and random weights, as issue 3 quotes them (another day; ms/img).
+# For PaddleX timed in the same run: make paddlex-env, then benchmarks/engines.py --paddlex.
 PADDLEX_MS = {("PP-LCNet_x1_0", 1, 1): 18.4, ("PP-LCNet_x1_0", 1, 8): 14.4,
               ("PP-LCNet_x1_0", 2, 1): 21.5, ("PP-LCNet_x1_0", 2, 8): 15.2}
 
