@@ -21,12 +21,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from viewfinder.datasets import load_dataset  # noqa: E402
+from viewfinder.models.feature import l2_normalize  # noqa: E402
 from viewfinder.training.evaluate import Evaluator  # noqa: E402
 from viewfinder.training.network import load_base  # noqa: E402
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def main() -> None:
@@ -51,25 +48,27 @@ def main() -> None:
 
     query, query_logits = outputs("query")
     gallery, _ = outputs("gallery")
+    query, gallery = l2_normalize(query), l2_normalize(gallery)
     query_labels = np.asarray(evaluator.sets["query"].targets).astype(int)
     gallery_labels = np.asarray(evaluator.sets["gallery"].targets).astype(int)
     classes = np.unique(gallery_labels)
 
-    def nearest(q: np.ndarray, g: np.ndarray) -> float:
-        return float((gallery_labels[(_l2(q) @ _l2(g).T).argmax(1)] == query_labels).mean())
-
+    similarity = query @ gallery.T
     rows = {"classifier top-1": float((query_logits.argmax(1) == query_labels).mean()),
-            "recall@1 (nearest gallery image)": nearest(query, gallery)}
+            "recall@1 (nearest gallery image)": float((gallery_labels[similarity.argmax(1)] == query_labels).mean())}
     query_flip, _ = outputs("query", flip=True)
     gallery_flip, _ = outputs("gallery", flip=True)
-    rows["recall@1, flip-averaged embeddings"] = nearest(_l2(query) + _l2(query_flip), _l2(gallery) + _l2(gallery_flip))
-    means = np.stack([_l2(gallery)[gallery_labels == c].mean(0) for c in classes])
-    rows["nearest gallery class mean"] = float((classes[(_l2(query) @ _l2(means).T).argmax(1)] == query_labels).mean())
-    similarity = _l2(query) @ _l2(gallery).T
+    query_avg = l2_normalize(query + l2_normalize(query_flip))
+    flip_similarity = query_avg @ l2_normalize(gallery + l2_normalize(gallery_flip)).T
+    rows["recall@1, flip-averaged embeddings"] = float((gallery_labels[flip_similarity.argmax(1)]
+                                                        == query_labels).mean())
+    means = np.stack([gallery[gallery_labels == c].mean(0) for c in classes])
+    rows["nearest gallery class mean"] = float((classes[(query @ l2_normalize(means).T).argmax(1)]
+                                                == query_labels).mean())
     order = np.argsort(-similarity, axis=1)
+    position = np.searchsorted(classes, gallery_labels)
     for k in (5, 10, 20):
         votes = np.zeros((len(query_labels), len(classes)))
-        position = np.searchsorted(classes, gallery_labels)
         for j in range(k):
             np.add.at(votes, (np.arange(len(query_labels)), position[order[:, j]]),
                       similarity[np.arange(len(query_labels)), order[:, j]])

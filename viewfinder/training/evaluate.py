@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..datasets.formats import ML, REC, Dataset, load_dataset, normalize_type
 from ..device import resolve_device
 from ..errors import ViewfinderError
+from ..models.feature import l2_normalize
 from ..models.preprocess import PreprocessConfig
 from .data import EvalBatches, ImageSet, load_images
 from .errors import TrainingError
@@ -77,8 +78,8 @@ class Evaluator:
                  channels_last: bool = False) -> dict[str, float]:
         kind = self.dataset.dataset_type
         if kind == REC:
-            query = _l2(self._outputs(forward, "query", device, channels_last))
-            gallery = _l2(self._outputs(forward, "gallery", device, channels_last))
+            query = l2_normalize(self._outputs(forward, "query", device, channels_last))
+            gallery = l2_normalize(self._outputs(forward, "gallery", device, channels_last))
             q, g = self.sets["query"], self.sets["gallery"]
             return retrieval_metrics(query, q.targets, gallery, g.targets,
                                      query_paths=[str(s.path) for s in q.samples],
@@ -88,11 +89,6 @@ class Evaluator:
         if kind == ML:
             return multilabel_map(1.0 / (1.0 + np.exp(-outputs)), targets)
         return topk_accuracy(outputs, targets)
-
-
-def _l2(features: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return features / np.maximum(norms, 1e-12)
 
 
 def _forward_for(base_module: nn.Module, spec: Any, dataset_type: str, num_classes: int,
