@@ -49,12 +49,13 @@ def time_pass(run: Callable[[], int]) -> Timed:
 
 def median_ms_per_image(run: Callable[[], int], repeats: int = 3) -> float:
     """Median over ``repeats`` of (wall time / images processed) in milliseconds."""
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        images = run()
-        samples.append((time.perf_counter() - start) * 1000.0 / max(1, images))
-    return statistics.median(samples)
+    return statistics.median(time_pass(run).ms for _ in range(repeats))
+
+
+def medians(samples: dict[str, list[Timed]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per column: the median ms/img and the median cores busy of its passes."""
+    return ({key: statistics.median(t.ms for t in runs) for key, runs in samples.items()},
+            {key: statistics.median(t.cores for t in runs) for key, runs in samples.items()})
 
 
 def machine_description() -> str:

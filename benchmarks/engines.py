@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -37,8 +36,9 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Timed, jpeg_folder, machine_description, time_pass  # noqa: E402
-from benchmarks.paddlex.client import DEFAULT_MODELS, DEFAULT_PYTHON, PaddleXWorker, available  # noqa: E402
+from benchmarks.common import Timed, jpeg_folder, machine_description, medians, time_pass  # noqa: E402
+from benchmarks.paddlex import client as paddlex  # noqa: E402
+from benchmarks.paddlex.client import PaddleXWorker  # noqa: E402
 
 MODELS = ("PP-LCNet_x1_0", "PP-HGNetV2-B0", "ResNet50", "PP-LCNetV2_base")
 # PaddleX 3.7.2 end-to-end ms/img as issue 3 quotes them (another day, another machine of
@@ -77,12 +77,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--home", default=None, help="VIEWFINDER_HOME for the ONNX exports (default: temporary)")
-    parser.add_argument("--paddlex", nargs="?", const=DEFAULT_PYTHON, default=None, type=Path, metavar="PYTHON",
-                        help=f"time PaddleX 3.7.2 in the same run with this interpreter (default {DEFAULT_PYTHON})")
-    parser.add_argument("--paddlex-models", type=Path, default=DEFAULT_MODELS)
+    paddlex.add_arguments(parser)
     args = parser.parse_args()
-    if args.paddlex and (problem := available(args.paddlex, args.paddlex_models)):
-        raise SystemExit(problem)
+    paddlex.check_arguments(args)
 
     os.environ["VIEWFINDER_HOME"] = args.home or tempfile.mkdtemp(prefix="vf-bench-home-")
     import torch
@@ -169,8 +166,7 @@ def main() -> None:
 
 def _row(model_name: str, threads: int, batch_size: int, samples: dict[str, list[Timed]]) -> str:
     """A table row: medians [cores busy], the best run in brackets (what the machine does when others pause)."""
-    ms = {name: statistics.median(t.ms for t in runs) for name, runs in samples.items()}
-    cores = {name: statistics.median(t.cores for t in runs) for name, runs in samples.items()}
+    ms, cores = medians(samples)
 
     def cell(name: str) -> str:
         if name not in ms:

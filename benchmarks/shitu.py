@@ -17,14 +17,14 @@ Two workloads, at CPU threads 1 and 2:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Timed, jpeg_folder, machine_description, time_pass  # noqa: E402
-from benchmarks.paddlex.client import DEFAULT_MODELS, DEFAULT_PYTHON, PaddleXWorker, available  # noqa: E402
+from benchmarks.common import Timed, jpeg_folder, machine_description, medians, time_pass  # noqa: E402
+from benchmarks.paddlex import client as paddlex  # noqa: E402
+from benchmarks.paddlex.client import PaddleXWorker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CENTERNET = ROOT.parent / "shared" / "assets" / "centernet.onnx"
@@ -52,12 +52,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--paddlex", nargs="?", const=DEFAULT_PYTHON, default=None, type=Path, metavar="PYTHON",
-                        help=f"time PaddleX 3.7.2 in the same run with this interpreter (default {DEFAULT_PYTHON})")
-    parser.add_argument("--paddlex-models", type=Path, default=DEFAULT_MODELS)
+    paddlex.add_arguments(parser)
     args = parser.parse_args()
-    if args.paddlex and (problem := available(args.paddlex, args.paddlex_models)):
-        raise SystemExit(problem)
+    paddlex.check_arguments(args)
 
     import torch
 
@@ -111,8 +108,7 @@ def main() -> None:
 
 
 def _row(name: str, threads: int, samples: dict[str, list[Timed]], boxes_per_image: float) -> str:
-    ms = {key: statistics.median(t.ms for t in runs) for key, runs in samples.items()}
-    cores = {key: statistics.median(t.cores for t in runs) for key, runs in samples.items()}
+    ms, cores = medians(samples)
 
     def cell(key: str) -> str:
         return f"{ms[key]:.1f} [{cores[key]:.1f}]" if key in ms else "-"

@@ -6,6 +6,7 @@ a pass whenever it times its own, so both see the same machine load.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -78,3 +79,16 @@ def available(python: Path, models: Path) -> str | None:
     if not (models / "PP-LCNet_x1_0" / "inference.yml").is_file():
         return f"no PaddleX models in {models} (make paddlex-env)"
     return None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--paddlex [PYTHON]`` and ``--paddlex-models DIR``, as every same-run benchmark takes them."""
+    parser.add_argument("--paddlex", nargs="?", const=DEFAULT_PYTHON, default=None, type=Path, metavar="PYTHON",
+                        help=f"time PaddleX 3.7.2 in the same run with this interpreter (default {DEFAULT_PYTHON})")
+    parser.add_argument("--paddlex-models", type=Path, default=DEFAULT_MODELS)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Stop with one line when ``--paddlex`` was asked for and the PaddleX side is not ready."""
+    if args.paddlex and (problem := available(args.paddlex, args.paddlex_models)):
+        raise SystemExit(problem)
