@@ -4,7 +4,8 @@ On a GPU the network is rarely the bottleneck: Pillow decodes a few hundred 640x
 JPEGs per second per core, nvJPEG tens of thousands. So for local JPEG files on CUDA
 the predictor only reads bytes on the CPU; decoding, resizing and normalising run on
 the GPU in one batch. The geometry is the CPU :class:`Preprocessor`'s (short-side
-resize, centre crop, or a fixed size, antialiased, rounded to uint8 levels like Pillow),
+resize, centre crop, or a fixed size, antialiased for the pillow backend, not for cv2's,
+rounded to uint8 levels),
 so results match the CPU path to within one grey level before normalisation.
 
 Anything else (PNGs, URLs, arrays, EXIF-rotated or CMYK JPEGs, files over the pixel
@@ -116,12 +117,18 @@ class CudaJpegDecoder:
         mode = _MODES[cfg.interpolation]
         height, width = images.shape[-2:]
         x = images.float()
-        options: dict[str, Any] = {"mode": mode} if mode == "nearest" else {
-            "mode": mode, "antialias": True, "align_corners": False}
+
+        def options(new_h: int, new_w: int) -> dict[str, Any]:
+            if mode == "nearest":
+                return {"mode": mode}
+            # The pillow backend antialiases; cv2 only when shrinking below half (INTER_AREA).
+            antialias = cfg.backend == "pillow" or (new_w * 2 <= width and new_h * 2 <= height)
+            return {"mode": mode, "antialias": antialias, "align_corners": False}
+
         if cfg.resize is not None:
             size = (cfg.resize[1], cfg.resize[0])
             if (height, width) != size:
-                x = F.interpolate(x, size=size, **options)
+                x = F.interpolate(x, size=size, **options(*size))
         else:
             short = min(width, height)
             new_w = max(1, round(width * cfg.resize_short / short))
@@ -129,7 +136,7 @@ class CudaJpegDecoder:
             if cfg.crop is not None:
                 new_w, new_h = max(new_w, cfg.crop), max(new_h, cfg.crop)
             if (new_h, new_w) != (height, width):
-                x = F.interpolate(x, size=(new_h, new_w), **options)
+                x = F.interpolate(x, size=(new_h, new_w), **options(new_h, new_w))
             if cfg.crop is not None:
                 # Resizing everything then cropping samples the same points as Pillow's box resize.
                 left, top = (new_w - cfg.crop) // 2, (new_h - cfg.crop) // 2

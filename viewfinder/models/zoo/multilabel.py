@@ -29,7 +29,7 @@ from .paddle_classifiers import (
 )
 
 TASK = "image_multilabel_classification"
-ML_448 = PreprocessConfig(resize_short=None, crop=None, resize=(448, 448), interpolation="bilinear")
+ML_448 = PreprocessConfig(resize_short=None, crop=None, resize=(448, 448), interpolation="bilinear", backend="cv2")
 QUERY_NUM = 80  # PaddleX's MLDecoder.query_num (capped at the class count)
 PRETRAINED_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/{}_pretrained.pdparams"
 

@@ -20,12 +20,12 @@ PADDLEX_PRETRAINED = "https://paddle-model-ecology.bj.bcebos.com/paddlex/officia
 FEATURE_DIM = 512
 
 # PaddleX: ResizeImage size [224, 224] (no keep-ratio, cv2 bilinear), ImageNet mean/std.
-REC_224 = PreprocessConfig(resize_short=None, crop=None, resize=(224, 224), interpolation="bilinear")
+REC_224 = PreprocessConfig(resize_short=None, crop=None, resize=(224, 224), interpolation="bilinear", backend="cv2")
 CLIP_REC_224 = PreprocessConfig(
     resize_short=None, crop=None, resize=(224, 224), mean=CLIP_MEAN, std=CLIP_STD, interpolation="bicubic"
 )
 # PaddleDetection: Resize target 640x640, keep_ratio False, interp 2 (cubic); ImageNet mean/std.
-DET_640 = PreprocessConfig(resize_short=None, crop=None, resize=(640, 640), interpolation="bicubic")
+DET_640 = PreprocessConfig(resize_short=None, crop=None, resize=(640, 640), interpolation="bicubic", backend="cv2")
 
 DET_DEFAULTS = {
     "threshold": 0.5,
