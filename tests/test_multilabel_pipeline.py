@@ -162,6 +162,7 @@ def test_cli_missing_input_exits_non_zero(photos, tmp_path):
     ({"input": {"size": [320, 320]}}, ConfigError, "takes 512x512 images"),
     ({"input": {"layout": "CHW"}}, ConfigError, "one of NCHW, NHWC"),
     ({"colour": "RGB"}, ConfigError, "unknown keys ['colour']"),
+    ({"input": {"resize_backend": "opencv"}}, ConfigError, "backend 'opencv'"),
 ])
 def test_bad_onnx_specs_are_clear_errors(centernet_spec, change, error, message):
     spec = {**centernet_spec, **change}

@@ -110,6 +110,17 @@ def test_spec_errors(shared_dir):
         create_onnx_detector(shared_dir / "assets" / "nanodet.onnx", {**NANODET, "reg_max": 7})
     with pytest.raises(ConfigError, match="does not exist"):
         OnnxDetectorSpec.load("/no/such/spec.yaml")
+    with pytest.raises(ConfigError, match="backend 'opencv'"):
+        create_onnx_detector(model, {**CENTERNET, "resize_backend": "opencv"})
+
+
+def test_resize_backend_reaches_the_preprocessing(shared_dir, photos, centernet):
+    detector = create_onnx_detector(shared_dir / "assets" / "centernet.onnx", {**CENTERNET, "resize_backend": "cv2"})
+    assert detector.preprocess.config.backend == "cv2" and centernet.preprocess.config.backend == "pillow"
+    (ours,) = detector.predict(str(photos / "dog.jpg"), threshold=0.3)
+    (pillow,) = centernet.predict(str(photos / "dog.jpg"), threshold=0.3)
+    # The same objects, found from slightly different pixels.
+    assert sorted(b["label"] for b in ours["boxes"]) == sorted(b["label"] for b in pillow["boxes"])
 
 
 def test_gfl_decode_geometry():

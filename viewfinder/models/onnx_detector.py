@@ -7,6 +7,7 @@ and how to read it::
     layout: NHWC            # input tensor layout: NCHW | NHWC
     size: [512, 512]        # network input (width, height); default: the model's static size
     channel_order: RGB      # RGB | BGR
+    # interpolation: bilinear, resize_backend: pillow (antialiased) | cv2 (OpenCV, none)
     # mean / std in 0-255 pixel units, in the model's channel order; omitted = raw 0-255 pixels
     decoding: boxes_scores_classes
     output: tower_0/detections   # rows [x1, y1, x2, y2, score, class] in input pixels
@@ -60,6 +61,7 @@ class OnnxDetectorSpec:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # 0-255 units, model channel order
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     interpolation: str = "bilinear"
+    resize_backend: str = "pillow"  # or "cv2": OpenCV without antialiasing, as PaddleX/OpenCV-trained models saw
     # boxes_scores_classes
     output: str | None = None
     columns: tuple[str, ...] = BSC_COLUMNS
@@ -297,7 +299,7 @@ def create_onnx_detector(
     preprocess = PreprocessConfig(
         resize_short=None, crop=None, resize=(int(size[0]), int(size[1])),
         mean=tuple(float(m) for m in detector_spec.mean[order]), std=tuple(float(s) for s in detector_spec.std[order]),
-        interpolation=detector_spec.interpolation, scale=1.0,
+        interpolation=detector_spec.interpolation, scale=1.0, backend=detector_spec.resize_backend,
     )
     model_spec = ModelSpec(
         name=path.stem,

@@ -18,6 +18,7 @@ resolved against the file's folder)::
       mean: [0, 0, 0]                # in the model's channel order; default ImageNet's (for RGB)
       std: [1, 1, 1]
       interpolation: bilinear
+      resize_backend: pillow         # or cv2 (OpenCV, no antialiasing)
     output:
       name: tower_0/keypoints:0      # default: the model's first output
       class_axis: -1                 # the axis holding the classes (default -1)
@@ -45,7 +46,8 @@ from .registry import ModelSpec
 
 MODEL_NAME = "ONNXMultiLabel"
 _TOP_KEYS = {"onnx", "name", "labels", "input", "output"}
-_INPUT_KEYS = {"name", "size", "resize_short", "crop", "layout", "color", "scale", "mean", "std", "interpolation"}
+_INPUT_KEYS = {"name", "size", "resize_short", "crop", "layout", "color", "scale", "mean", "std", "interpolation",
+               "resize_backend"}
 _OUTPUT_KEYS = {"name", "class_axis", "reduce", "activation"}
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
            "tensor(double)": np.float64}
@@ -248,6 +250,7 @@ def create_onnx_multilabel(spec: dict[str, Any] | str | Path, batch_size: int = 
             std=std,
             scale=float(feed.get("scale", 1.0 / 255.0)),
             interpolation=str(feed.get("interpolation", "bilinear")),
+            backend=str(feed.get("resize_backend", "pillow")),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"ONNX spec input: {exc}") from None
