@@ -56,6 +56,14 @@ def _batches(items: Iterator[InputItem | ErrorResult], size: int) -> Iterator[li
         yield pending
 
 
+@dataclass(frozen=True)
+class _Decoding:
+    """An input being decoded in the pool (kept with its item, so it can be taken back)."""
+
+    future: Future
+    item: InputItem
+
+
 @dataclass
 class PreparedImage(DecodedImage):
     """A decoded image plus its network input, made in the decode pool: the resized HWC uint8
@@ -161,7 +169,21 @@ class BasePredictor:
             self._ensure_pool()  # made here, not by two GPU workers at once
             return self._gpu_pool.submit(self._prepare_gpu_batch, pending)
         pool = self._ensure_pool()
-        return [pool.submit(self._decode_cpu, p) if isinstance(p, InputItem) else p for p in pending]
+        return [_Decoding(pool.submit(self._decode_cpu, p), p) if isinstance(p, InputItem) else p for p in pending]
+
+    def _collect(self, submitted: list[Any]) -> list[Any]:
+        """A batch's decoded slots. Rather than wait for the pool, this thread decodes the
+        batch's images the pool has not started yet, from the back while the pool works from
+        the front: the first batch of a run (nothing to overlap with) and any batch the pool
+        is behind on are ready sooner."""
+        slots = list(submitted)
+        for index in range(len(slots) - 1, -1, -1):
+            slot = slots[index]
+            if isinstance(slot, _Decoding):
+                if not slot.future.cancel():  # started or done: the pool has reached the rest too
+                    break
+                slots[index] = self._decode_cpu(slot.item)
+        return [s.future.result() if isinstance(s, _Decoding) else s for s in slots]
 
     def _prepare_gpu_batch(self, pending: list[InputItem | ErrorResult]) -> list[Any]:
         """Runs in the GPU decode pool: local JPEGs through nvJPEG, anything else in the CPU decode pool."""
@@ -191,7 +213,7 @@ class BasePredictor:
         if isinstance(submitted, Future):
             slots = submitted.result()
         else:
-            slots = [s.result() if isinstance(s, Future) else s for s in submitted]
+            slots = self._collect(submitted)
         images = [s for s in slots if isinstance(s, DecodedImage)]
         results = iter(self._infer(images, params) if images else [])
         for slot in slots:
