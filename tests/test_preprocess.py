@@ -32,6 +32,15 @@ def test_cv2_backend_is_paddlex_resize(size):
     np.testing.assert_array_equal(again, ours)
 
 
+def test_cv2_backend_takes_views_and_crops():
+    bgr = np.random.default_rng(2).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    pre = Preprocessor(PreprocessConfig(resize_short=None, crop=None, resize=(224, 224), backend="cv2"))
+    flipped = bgr[:, :, ::-1]  # negative strides
+    np.testing.assert_array_equal(pre.resize_one(flipped), pre.resize_one(np.ascontiguousarray(flipped)))
+    box = bgr[100:300, 50:420]  # a detection crop: a strided view
+    np.testing.assert_array_equal(pre.resize_one(box), pre.resize_one(box.copy()))
+
+
 def test_cv2_fixed_size_resize_matches_opencv():
     rgb = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     cfg = PreprocessConfig(resize_short=None, crop=None, resize=(640, 640), interpolation="bicubic", backend="cv2")
