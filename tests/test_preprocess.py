@@ -87,3 +87,28 @@ def test_zoo_backends_follow_each_models_recipe():
     for name in ("ConvNeXt_tiny", "SwinTransformer_tiny_patch4_window7_224", "CLIP_vit_base_patch16_224",
                  "MobileNetV2_x1_0"):
         assert get_spec(name).preprocess.backend == "pillow", name
+
+
+def test_borrowed_pillow_memory_matches_asarray_and_is_not_kept():
+    from viewfinder.io.pil_view import borrow_rgbx
+
+    rgb = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb)
+    view, owner = borrow_rgbx(img)
+    assert view.shape == (120, 160, 4) and owner is not None
+    np.testing.assert_array_equal(view[:, :, :3], rgb)
+    assert borrow_rgbx(img.convert("L")) is None and borrow_rgbx(img.convert("RGBA")) is None
+    # Already the right size: the result is a copy, not a view of the image's memory.
+    same = Preprocessor(PreprocessConfig(resize_short=None, crop=None, resize=(160, 120), backend="cv2"))
+    out = same.resize_one(img)
+    np.testing.assert_array_equal(out, rgb)
+    assert not np.shares_memory(out, view)
+
+
+def test_image_in_several_memory_blocks_falls_back_to_a_copy():
+    from viewfinder.io.pil_view import borrow_rgbx
+
+    big = Image.new("RGB", (4000, 3000), (10, 20, 30))  # 48 MB: more than one of Pillow's blocks
+    assert borrow_rgbx(big) is None
+    out = Preprocessor(PreprocessConfig(backend="cv2")).resize_one(big)
+    assert out.shape == (224, 224, 3) and (out == (10, 20, 30)).all()

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError
+from ..io.pil_view import borrow_rgbx
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -167,7 +168,10 @@ def _cv2_resize(rgb: np.ndarray | Image.Image, size: tuple[int, int], crop: int 
     (aliasing). JPEGs rarely get there: they are decoded with ``draft()`` to less than twice
     the size needed.
     """
-    pixels = np.asarray(rgb)
+    borrowed = borrow_rgbx(rgb) if isinstance(rgb, Image.Image) else None
+    # A decoded Pillow image is resized from its own memory (RGB + pad byte; channels are
+    # resized independently, so the pad is dropped afterwards): no 3-byte copy first.
+    pixels = borrowed[0] if borrowed is not None else np.asarray(rgb)
     height, width = pixels.shape[:2]
     new_w, new_h = size
     if (new_w, new_h) != (width, height):
@@ -175,7 +179,10 @@ def _cv2_resize(rgb: np.ndarray | Image.Image, size: tuple[int, int], crop: int 
         if interpolation != "nearest" and new_w * 2 <= width and new_h * 2 <= height:
             flag = cv2.INTER_AREA
         pixels = cv2.resize(pixels, (new_w, new_h), interpolation=flag)
+    elif borrowed is not None:
+        pixels = pixels.copy()  # the borrowed view must not outlive this call
+    del borrowed
     if crop is not None:
         left, top = (new_w - crop) // 2, (new_h - crop) // 2
         pixels = pixels[top:top + crop, left:left + crop]
-    return pixels
+    return pixels[:, :, :3]
