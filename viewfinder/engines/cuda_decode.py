@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io.jpeg_header import read_jpeg_header
+from ..models.preprocess import shrinks_below_half
 from .errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class CudaJpegDecoder:
             if mode == "nearest":
                 return {"mode": mode}
             # The pillow backend antialiases; cv2 only when shrinking below half (INTER_AREA).
-            antialias = cfg.backend == "pillow" or (new_w * 2 <= width and new_h * 2 <= height)
+            antialias = cfg.backend == "pillow" or shrinks_below_half(width, height, new_w, new_h)
             return {"mode": mode, "antialias": antialias, "align_corners": False}
 
         if cfg.resize is not None:

@@ -159,6 +159,12 @@ class Preprocessor:
         return self.normalize([self.resize_one(image) for image in images])
 
 
+def shrinks_below_half(width: int, height: int, new_w: int, new_h: int) -> bool:
+    """Whether a resize to (new_w, new_h) at least halves both sides: where the cv2 backend
+    averages (``INTER_AREA``; antialiased on the GPU) instead of interpolating."""
+    return new_w * 2 <= width and new_h * 2 <= height
+
+
 def _cv2_resize(rgb: np.ndarray | Image.Image, size: tuple[int, int], crop: int | None,
                 interpolation: str) -> np.ndarray:
     """PaddleX's ``ResizeImage`` + ``CropImage``: resize the whole image, then cut the centre.
@@ -176,7 +182,7 @@ def _cv2_resize(rgb: np.ndarray | Image.Image, size: tuple[int, int], crop: int 
     new_w, new_h = size
     if (new_w, new_h) != (width, height):
         flag = _CV2_INTERPOLATION[interpolation]
-        if interpolation != "nearest" and new_w * 2 <= width and new_h * 2 <= height:
+        if interpolation != "nearest" and shrinks_below_half(width, height, new_w, new_h):
             flag = cv2.INTER_AREA
         pixels = cv2.resize(pixels, (new_w, new_h), interpolation=flag)
     elif borrowed is not None:
