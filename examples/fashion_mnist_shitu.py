@@ -104,6 +104,9 @@ def main() -> None:
     parser.add_argument("--triplet_weight", type=float, default=1.0)
     parser.add_argument("--triplet_margin", type=float, default=0.5)
     parser.add_argument("--ema_decay", type=float, default=0.0, help="moving average of the weights (0: off)")
+    parser.add_argument("--batch_norm", default="batch", choices=["batch", "folded"],
+                        help="folded: BatchNorm statistics fixed on the training images and folded into the "
+                             "convolutions (faster steps)")
     parser.add_argument("--head", default="fc", help="fc (PP-ShiTuV2_rec), arcmargin or cosmargin")
     parser.add_argument("--head_margin", type=float, default=0.2)
     parser.add_argument("--head_scale", type=float, default=30.0)
@@ -137,7 +140,7 @@ def main() -> None:
                          learning_rate=args.lr, warmup_epochs=0.2, input_size=args.input_size,
                          freeze_groups=args.freeze_groups, triplet_weight=args.triplet_weight,
                          triplet_margin=args.triplet_margin, head=args.head, head_margin=args.head_margin,
-                         head_scale=args.head_scale, ema_decay=args.ema_decay,
+                         head_scale=args.head_scale, ema_decay=args.ema_decay, batch_norm=args.batch_norm,
                          pad=max(2, args.input_size // 16), rotate_prob=0.0,
                          eval_interval=0)  # evaluated once below, from the exported model dir
     result = train(config)
@@ -161,7 +164,7 @@ def main() -> None:
     summary = {
         "train_images": args.train_images, "query_images": args.query_images, "epochs": args.epochs,
         "input_size": args.input_size, "freeze_groups": args.freeze_groups, "learning_rate": args.lr,
-        "head": args.head, "triplet_weight": args.triplet_weight, "triplet_margin": args.triplet_margin,
+        "head": args.head, "batch_norm": args.batch_norm, "triplet_weight": args.triplet_weight, "triplet_margin": args.triplet_margin,
         "baseline_size": args.baseline_size,
         "baseline": baseline, "fine_tuned": tuned, "pipeline": pipeline,
         "train_wall_s": result["wall_time_s"], "times_s": {k: round(v, 1) for k, v in times.items()},

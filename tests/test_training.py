@@ -99,6 +99,10 @@ def test_pk_sampler_and_shuffled_batches():
         ids = [labels[i] for i in batch]
         assert len(set(ids)) == 2 and all(ids.count(x) == 2 for x in set(ids))
     assert sampler.batches(0, 0) == batches and sampler.batches(0, 1) != batches
+    # images are dealt, not drawn with replacement: an epoch over a balanced set shows each one once
+    balanced = [label for label in range(4) for _ in range(6)]
+    dealt = PKSampler(balanced, batch_size=8, sample_per_id=2).batches(seed=3, epoch=1)
+    assert sorted(sum(dealt, [])) == list(range(24))
     plain = shuffled_batches(10, 4, seed=1, epoch=0)
     assert [len(b) for b in plain] == [4, 4] and len(set(sum(plain, []))) == 8
 

@@ -35,6 +35,7 @@ FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_s
     ({"head_margin": -0.1}, "head_margin must be >= 0 and head_scale > 0"),
     ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\), got 1.0"),
     ({"ema_decay": -0.5}, r"ema_decay must be in \[0, 1\), got -0.5"),
+    ({"batch_norm": "frozen"}, "batch_norm must be one of batch, folded, got .frozen."),
 ])
 def test_bad_settings(tmp_path, changes, message):
     config = TrainConfig(dataset_dir=str(tmp_path), dataset_type="ClsDataset", output=str(tmp_path / "o"),

@@ -37,6 +37,9 @@ def register(cli: click.Group) -> None:
     @click.option("--sample_per_id", type=int, default=None, help="Recognition: images per identity in a batch.")
     @click.option("--freeze_groups", type=int, default=None,
                   help="Freeze the stem and the next N-1 stages (faster on CPU).")
+    @click.option("--batch_norm", type=click.Choice(["batch", "folded"]), default=None,
+                  help="folded: BatchNorm statistics recalibrated on the training images, then folded into the "
+                       "convolutions (faster CPU steps).")
     @click.option("--eval_interval", type=int, default=None, help="Evaluate every N epochs (0: never).")
     @click.option("--num_workers", type=int, default=None, help="Data-loading worker processes.")
     @click.option("--seed", type=int, default=None)

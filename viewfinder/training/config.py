@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..datasets.formats import CLS, ML, REC, normalize_type
+from .batchnorm import BATCH_NORM_MODES
 from .errors import TrainingError
 
 
@@ -45,6 +46,9 @@ class TrainConfig:
     resize_short: int | None = _f("Train", None, "evaluation resize of the short side (default: input_size)")
     freeze_groups: int = _f("Train", 0, "freeze the stem (1) and the next N-1 stages of a timm network")
     amp: bool = _f("Train", True, "fp16 autocast + gradient scaling on CUDA (ignored on CPU)")
+    batch_norm: str = _f("Train", "batch", "batch: BatchNorm trains as usual; folded: its statistics are "
+                                            "recalibrated on the training images and folded into the convolutions "
+                                            "(faster steps on CPU; see viewfinder.training.batchnorm)")
     channels_last: bool = _f("Train", True, "channels-last memory format (faster convolutions on CPU and GPU)")
     num_workers: int = _f("Train", 0, "data-loading worker processes")
     eval_interval: int = _f("Train", 1, "evaluate every N epochs and after the last (0: never; the last epoch "
@@ -108,6 +112,8 @@ class TrainConfig:
             raise TrainingError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.optimizer not in ("momentum", "adamw"):
             raise TrainingError(f"optimizer must be 'momentum' or 'adamw', got {self.optimizer!r}")
+        if self.batch_norm not in BATCH_NORM_MODES:
+            raise TrainingError(f"batch_norm must be one of {', '.join(BATCH_NORM_MODES)}, got {self.batch_norm!r}")
         if self.crop not in (None, "random_resized", "pad_crop", "none"):
             raise TrainingError(f"crop must be random_resized, pad_crop or none, got {self.crop!r}")
         if self.input_size is not None and self.input_size < 16:

@@ -26,9 +26,12 @@ class PKSampler:
     """P identities x K images per batch (PaddleClas ``PKSampler``), the triplet loss's batch shape.
 
     Each epoch has ``len(labels) // batch_size`` batches (at least one). Identities are drawn
-    uniformly without repetition inside a batch; an identity with fewer than K images has
-    some drawn twice. With fewer identities than ``batch_size // K``, K grows so batches
-    keep (about) their size.
+    uniformly without repetition inside a batch. Each identity's images are dealt from its own
+    shuffled deck, reshuffled when it runs out, so an epoch shows every image of a balanced set
+    once; PaddleClas draws K images per identity afresh for every batch, which over an epoch
+    leaves about a third of the images unseen (sampling with replacement). An identity with
+    fewer than K images has some drawn twice. With fewer identities than ``batch_size // K``,
+    K grows so batches keep (about) their size.
     """
 
     def __init__(self, labels: Sequence[int], batch_size: int, sample_per_id: int) -> None:
@@ -48,11 +51,15 @@ class PKSampler:
 
     def batches(self, seed: int, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng([seed, epoch])
+        decks: dict[int, list[int]] = {label: [] for label in self.ids}
         batches: list[list[int]] = []
         for _ in range(self.num_batches):
             batch: list[int] = []
             for label in rng.choice(self.ids, size=self.per_batch, replace=False):
-                pool = self.by_label[int(label)]
-                batch.extend(rng.choice(pool, size=self.k, replace=len(pool) < self.k).tolist())
+                deck = decks[int(label)]
+                for _ in range(self.k):
+                    if not deck:
+                        deck.extend(rng.permutation(self.by_label[int(label)]).tolist())
+                    batch.append(deck.pop())
             batches.append(batch)
         return batches

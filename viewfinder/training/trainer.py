@@ -42,6 +42,7 @@ from tqdm import tqdm
 from ..datasets.charts import line_chart, save_png, stack
 from ..datasets.formats import ML, REC, load_dataset
 from ..device import resolve_device
+from .batchnorm import fold_batch_norm, recalibrate_batch_norm
 from .config import TrainConfig
 from .data import TrainDataset, load_images, train_transform
 from .errors import TrainingError, TrainingInterrupted
@@ -61,6 +62,8 @@ RESULT_FILE = "train_result.json"
 CURVE_FILE = "train_curve.png"
 #: unreadable training images listed by name in train_result.json (the count is complete)
 MAX_LISTED_SKIPS = 50
+#: augmented training images whose statistics replace ImageNet's before ``batch_norm: folded``
+CALIBRATION_IMAGES = 2048
 
 
 class _TqdmHandler(logging.Handler):
@@ -170,6 +173,8 @@ class Trainer:
         if self.kind == REC:
             self.pk = PKSampler(self.train_set.targets, cfg.batch_size, cfg.sample_per_id)
         self.steps_per_epoch = len(self._batches(0))
+        if cfg.batch_norm == "folded":
+            self._fold_batch_norm(calibrate=not resuming)
 
         self.ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.asl = AsymmetricLoss(cfg.asl_gamma_pos, cfg.asl_gamma_neg, cfg.asl_clip)
@@ -187,6 +192,24 @@ class Trainer:
         self.best: dict[str, Any] = {"score": None, "epoch": None, "metrics": {}}
         self.start_epoch, self.start_step = 0, 0
         self.onnx_record: dict[str, Any] | None = None
+
+    def _fold_batch_norm(self, calibrate: bool) -> None:
+        """``batch_norm: folded``: statistics from augmented training images, then folded (a resumed run's
+        checkpoint holds the folded weights already, so it skips the calibration)."""
+        network = self.model.network
+        if calibrate:
+            batches = self._batches(0)[:max(1, CALIBRATION_IMAGES // self.config.batch_size)]
+            images = (self._to_device(x) for x, _ in self._loader(batches))
+            seen = recalibrate_batch_norm(network, images)
+            log.info("batch_norm folded: BatchNorm statistics recalibrated on %d training images", seen)
+        height, width = self.preprocess.input_size
+        example = self._to_device(torch.zeros(2, 3, height, width))
+        folded = fold_batch_norm(network, example)
+        log.info("batch_norm folded: %d BatchNorm layers folded into their convolutions", folded)
+
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -286,10 +309,8 @@ class Trainer:
         return self.ce(logits, targets)
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> float:
-        images = images.to(self.device, non_blocking=True)
+        images = self._to_device(images)
         targets = targets.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             loss = self._loss(images, targets)
         if not torch.isfinite(loss):
