@@ -164,7 +164,8 @@ def main() -> None:
     summary = {
         "train_images": args.train_images, "query_images": args.query_images, "epochs": args.epochs,
         "input_size": args.input_size, "freeze_groups": args.freeze_groups, "learning_rate": args.lr,
-        "head": args.head, "batch_norm": args.batch_norm, "triplet_weight": args.triplet_weight, "triplet_margin": args.triplet_margin,
+        "head": args.head, "batch_norm": args.batch_norm, "triplet_weight": args.triplet_weight,
+        "triplet_margin": args.triplet_margin,
         "baseline_size": args.baseline_size,
         "baseline": baseline, "fine_tuned": tuned, "pipeline": pipeline,
         "train_wall_s": result["wall_time_s"], "times_s": {k: round(v, 1) for k, v in times.items()},

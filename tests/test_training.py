@@ -135,13 +135,25 @@ def test_metrics_by_hand():
 def test_one_training_step_reduces_the_loss(tmp_path, photos, mobilenet_v2_weights, kind, maker, head):
     root = maker(tmp_path / "data", photos)
     changes = {"batch_size": 8, "sample_per_id": 2, "head": head} if head else {"batch_size": 8}
-    trainer = Trainer(config(root, kind, tmp_path / "out", learning_rate=0.005, hflip=False, crop="none", pad=0,
-                             **changes), progress=False)
+    trainer = prepared_trainer(config(root, kind, tmp_path / "out", learning_rate=0.005, hflip=False, crop="none",
+                                      pad=0, **changes))
+    before, after = losses_around_one_step(trainer)
+    assert after < before, (before, after)
+
+
+def prepared_trainer(train_config: TrainConfig) -> Trainer:
+    """A trainer with model, data and optimiser built (its log open only while preparing)."""
+    trainer = Trainer(train_config, progress=False)
     trainer._open_log()
     try:
         trainer.prepare()
     finally:
         trainer._close_log()
+    return trainer
+
+
+def losses_around_one_step(trainer: Trainer) -> tuple[float, float]:
+    """The first batch's loss before and after one training step on it."""
     images, targets = next(iter(trainer._loader(trainer._batches(0)[:1])))
     trainer.model.train(True)
     # Dropout is random in train mode: compare both losses under the same masks.
@@ -152,7 +164,7 @@ def test_one_training_step_reduces_the_loss(tmp_path, photos, mobilenet_v2_weigh
     torch.manual_seed(0)
     with torch.no_grad():
         after = trainer._loss(images, targets).item()
-    assert after < before, (before, after)
+    return before, after
 
 
 def test_cls_training_outputs_resume_and_export_roundtrip(tmp_path, photos, mobilenet_v2_weights):

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from test_datasets import make_cls
-from test_training import config
+from test_training import config, losses_around_one_step, prepared_trainer
 from viewfinder import create_model
 from viewfinder.training import Trainer, train
 from viewfinder.training.batchnorm import conv_bn_pairs, fold_batch_norm, recalibrate_batch_norm
@@ -103,23 +103,10 @@ def test_recalibration_averages_the_statistics_of_the_batches():
 def test_folded_training_learns_exports_and_resumes(tmp_path, photos, mobilenet_v2_weights):
     root = make_cls(tmp_path / "cls", photos)
     out = tmp_path / "out"
-    trainer = Trainer(config(root, "ClsDataset", tmp_path / "step", batch_norm="folded", batch_size=8, hflip=False, learning_rate=0.001,
-                             crop="none", pad=0), progress=False)
-    trainer._open_log()
-    try:
-        trainer.prepare()
-    finally:
-        trainer._close_log()
+    trainer = prepared_trainer(config(root, "ClsDataset", tmp_path / "step", batch_norm="folded", batch_size=8,
+                                      hflip=False, crop="none", pad=0, learning_rate=0.001))
     assert any(type(m).__name__.startswith("Folded") for m in trainer.model.network.modules())
-    images, targets = next(iter(trainer._loader(trainer._batches(0)[:1])))
-    trainer.model.train(True)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        before = trainer._loss(images, targets).item()
-    trainer.train_step(images, targets)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        after = trainer._loss(images, targets).item()
+    before, after = losses_around_one_step(trainer)
     assert after < before, (before, after)
 
     trainer = Trainer(config(root, "ClsDataset", out, batch_norm="folded"), progress=False)

@@ -27,10 +27,6 @@ import torch.nn as nn
 
 log = logging.getLogger(__name__)
 
-#: BatchNorm modes of :class:`~.config.TrainConfig`
-BATCH_NORM_MODES = ("batch", "folded")
-
-
 class _FoldedConv2d(nn.Conv2d):
     """A Conv2d whose bias is its BatchNorm's ``bias`` (kept out of the module tree: no new state-dict key)."""
 

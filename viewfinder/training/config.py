@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 from ..datasets.formats import CLS, ML, REC, normalize_type
-from .batchnorm import BATCH_NORM_MODES
 from .errors import TrainingError
 
 
@@ -185,6 +184,9 @@ class TrainConfig:
 #: recognition heads: PP-ShiTuV2's plain FC, and PaddleClas's margin heads (ArcMargin, CosMargin),
 #: which score the cosine between the embedding and each identity's weight
 HEAD_KINDS = ("fc", "arcmargin", "cosmargin")
+
+#: BatchNorm during training: ``batch`` (train-mode statistics) or ``folded`` (see :mod:`.batchnorm`)
+BATCH_NORM_MODES = ("batch", "folded")
 
 #: per-task defaults for the settings left as None (PaddleX's recipes, scaled for fine-tuning)
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
