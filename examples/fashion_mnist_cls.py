@@ -9,18 +9,13 @@ few test images through ``create_model(model_dir=...)`` and prints the numbers a
 """
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
 
-# Under CPU contention, OpenMP threads that spin while waiting make torch several times slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fashion_mnist_data as fm  # noqa: E402

@@ -18,16 +18,12 @@ Prints a table of the numbers and wall times and writes ``summary.json``.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
-
-# Under CPU contention, OpenMP threads that spin while waiting make torch several times slower.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import sys
+import time
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fashion_mnist_data as fm  # noqa: E402

@@ -10,20 +10,16 @@ flip-averaged embeddings; the nearest gallery class mean; similarity-weighted k-
 """
 from __future__ import annotations
 
-import os
+import argparse
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from viewfinder.datasets import load_dataset  # noqa: E402
-from viewfinder.models.feature import l2_normalize  # noqa: E402
-from viewfinder.training.evaluate import Evaluator  # noqa: E402
-from viewfinder.training.network import load_base  # noqa: E402
+from viewfinder.datasets import load_dataset
+from viewfinder.models.feature import l2_normalize
+from viewfinder.training.evaluate import Evaluator
+from viewfinder.training.network import load_base
 
 
 def main() -> None:

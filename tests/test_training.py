@@ -103,6 +103,10 @@ def test_pk_sampler_and_shuffled_batches():
     balanced = [label for label in range(4) for _ in range(6)]
     dealt = PKSampler(balanced, batch_size=8, sample_per_id=2).batches(seed=3, epoch=1)
     assert sorted(sum(dealt, [])) == list(range(24))
+    # fewer identities than batch_size / K: K grows (10 x 6 = 60 per batch) and the epoch still covers every image
+    ten_classes = [label for label in range(10) for _ in range(60)]
+    grown = PKSampler(ten_classes, batch_size=64, sample_per_id=4).batches(seed=0, epoch=0)
+    assert {len(b) for b in grown} == {60} and sorted(sum(grown, [])) == list(range(600))
     plain = shuffled_batches(10, 4, seed=1, epoch=0)
     assert [len(b) for b in plain] == [4, 4] and len(set(sum(plain, []))) == 8
 
@@ -165,6 +169,41 @@ def losses_around_one_step(trainer: Trainer) -> tuple[float, float]:
     with torch.no_grad():
         after = trainer._loss(images, targets).item()
     return before, after
+
+
+def test_pad_crop_and_flip_on_whole_batches_match_the_per_image_transforms(tmp_path, photos, mobilenet_v2_weights):
+    root = make_rec(tmp_path / "data", photos)
+    rec = {"batch_size": 8, "sample_per_id": 2, "crop": "pad_crop", "rotate_prob": 0.0}
+    plain = prepared_trainer(config(root, "ShiTuRecDataset", tmp_path / "a", pad=0, hflip=False, **rec))
+    assert plain.resized_batches is not None
+    indices = plain._batches(0)[0]
+    images, targets = plain.resized_batches.batch(indices)
+    expected = torch.stack([plain.train_data[i][0] for i in indices])  # PIL + torchvision, one image at a time
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert targets.tolist() == [int(plain.train_data[i][1]) for i in indices]
+
+    # padded and flipped: every image is a window of its zero-padded base image, mirrored or not
+    batched = prepared_trainer(config(root, "ShiTuRecDataset", tmp_path / "b", pad=4, hflip=True, **rec)).resized_batches
+    torch.manual_seed(0)
+    images, _ = batched.batch(indices * 4)
+    black = batched.shift.view(3, 1, 1)  # what a zero pixel normalises to
+    seen = set()
+    for image, base in zip(images, torch.cat([expected] * 4)):
+        canvas = black.expand(3, 40, 40).clone()
+        canvas[:, 4:36, 4:36] = base
+        found = [(flip, top, left) for flip in (False, True) for top in range(9) for left in range(9)
+                 if torch.allclose(image.flip(-1) if flip else image, canvas[:, top:top + 32, left:left + 32],
+                                   atol=1e-5)]
+        assert found, "an augmented image is no window of its padded base image"
+        seen.add(found[0])
+    assert {flip for flip, _, _ in seen} == {False, True} and len(seen) > 10
+
+    # a recipe with other random steps (rotation) keeps the per-image transforms
+    rotating = prepared_trainer(config(root, "ShiTuRecDataset", tmp_path / "c", **{**rec, "rotate_prob": 0.5}))
+    assert rotating.resized_batches is None
+    images, _ = next(iter(rotating._loader(rotating._batches(0)[:1])))
+    assert images.shape == (8, 3, 32, 32)
 
 
 def test_cls_training_outputs_resume_and_export_roundtrip(tmp_path, photos, mobilenet_v2_weights):

@@ -15,15 +15,22 @@ Training augmentation (torchvision transforms on PIL images), by ``crop``:
 then optional horizontal flip, rotation (``rotate_prob``, up to ``rotate_degrees``),
 colour jitter and random erasing. Evaluation uses the model's inference preprocessing
 (:class:`~viewfinder.models.preprocess.Preprocessor`), so scores match ``predict``.
+
+When the only random steps are the pad-crop and the flip (``pad_crop`` or ``none``, no
+rotation, jitter or erasing: the recognition recipe), :class:`ResizedBatches` does the same
+on whole batches instead: each image is resized to the input once, and each batch is
+padded, cropped, flipped and normalised as tensors (about 1 ms of Python and PIL per image
+less, ~8 % of a CPU training step at 96 px).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -130,6 +137,65 @@ def train_transform(config: TrainConfig, preprocess: PreprocessConfig) -> object
     if config.random_erasing > 0:
         steps.append(v2.RandomErasing(p=config.random_erasing))
     return v2.Compose(steps)
+
+
+def _target_tensor(targets: Sequence[object]) -> torch.Tensor:
+    if targets and isinstance(targets[0], (tuple, list)):
+        return torch.as_tensor(targets, dtype=torch.float32)  # multi-hot
+    return torch.as_tensor(targets, dtype=torch.long)
+
+
+class ResizedBatches:
+    """The ``pad_crop`` / ``none`` augmentation on whole batches of pre-resized uint8 images.
+
+    Same distribution as :func:`train_transform` for these recipes: bilinear resize to the
+    input (done once here), zero padding by ``pad``, a uniformly placed crop, a flip with
+    probability 0.5, ``(x / 255 - mean) / std``. Random numbers come from torch's global
+    generator, which checkpoints save and resume restores.
+    """
+
+    def __init__(self, images: ImageSet, config: TrainConfig, preprocess: PreprocessConfig) -> None:
+        self.height, self.width = preprocess.input_size
+        self.pixels = torch.empty((len(images), self.height, self.width, 3), dtype=torch.uint8)
+        pixels = self.pixels.numpy()  # the same memory
+        for index in range(len(images)):
+            resized = Image.fromarray(images.rgb(index)).resize((self.width, self.height), Image.Resampling.BILINEAR)
+            pixels[index] = np.asarray(resized)
+        self.targets = _target_tensor(images.targets)
+        self.pad = config.pad if config.crop == "pad_crop" else 0
+        self.hflip = config.hflip
+        std = torch.tensor(preprocess.std, dtype=torch.float32)
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = -torch.tensor(preprocess.mean, dtype=torch.float32) / std
+
+    @staticmethod
+    def applies(config: TrainConfig, images: ImageSet, preprocess: PreprocessConfig,
+                cache_mb: int = DEFAULT_CACHE_MB) -> bool:
+        """Whether this recipe is only pad-crop + flip and the resized images fit in ``cache_mb``."""
+        height, width = preprocess.input_size
+        only_crop_and_flip = (config.crop in ("pad_crop", "none") and not (config.rotate_prob or 0) > 0
+                              and config.color_jitter <= 0 and config.random_erasing <= 0)
+        return (only_crop_and_flip and images.images is not None
+                and len(images) * height * width * 3 <= cache_mb * 2**20)
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented images (B x 3 x H x W, float32, channels-last strides) and their targets."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.pixels[index]  # B x H x W x 3: channels last all the way, as the network wants it
+        if self.pad > 0:
+            padded = F.pad(images, (0, 0, self.pad, self.pad, self.pad, self.pad))
+            offsets = torch.randint(0, 2 * self.pad + 1, (len(index), 2)).tolist()
+            images = torch.stack([padded[i, top:top + self.height, left:left + self.width]
+                                  for i, (top, left) in enumerate(offsets)])
+        if self.hflip:
+            flip = (torch.rand(len(index)) < 0.5).view(-1, 1, 1, 1)
+            images = torch.where(flip, images.flip(2), images)
+        normalised = images.float() * self.scale + self.shift
+        return normalised.permute(0, 3, 1, 2), self.targets[index]
+
+    def __call__(self, batches: Sequence[Sequence[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for indices in batches:
+            yield self.batch(indices)
 
 
 class TrainDataset(torch.utils.data.Dataset):

@@ -25,7 +25,7 @@ def shuffled_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -
 class PKSampler:
     """P identities x K images per batch (PaddleClas ``PKSampler``), the triplet loss's batch shape.
 
-    Each epoch has ``len(labels) // batch_size`` batches (at least one). Identities are drawn
+    Each epoch has ``len(labels) // (P x K)`` batches (at least one). Identities are drawn
     uniformly without repetition inside a batch. Each identity's images are dealt from its own
     shuffled deck, reshuffled when it runs out, so an epoch shows every image of a balanced set
     once; PaddleClas draws K images per identity afresh for every batch, which over an epoch
@@ -47,7 +47,9 @@ class PKSampler:
         # Fewer identities than batch_size / K (e.g. 10 classes, batch 64, K 4): more images per
         # identity keep the batch at its size instead of shrinking it to 10 x 4.
         self.k = max(sample_per_id, batch_size // self.per_batch)
-        self.num_batches = max(1, len(labels) // batch_size)
+        # counted in batches of the size actually dealt (10 x 6 = 60 above, not 64), so that an epoch
+        # shows every image once
+        self.num_batches = max(1, len(labels) // (self.per_batch * self.k))
 
     def batches(self, seed: int, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng([seed, epoch])

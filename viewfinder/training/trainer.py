@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from ..datasets.formats import ML, REC, load_dataset
 from ..device import resolve_device
 from .batchnorm import fold_batch_norm, recalibrate_batch_norm
 from .config import TrainConfig
-from .data import TrainDataset, load_images, train_transform
+from .data import ResizedBatches, TrainDataset, load_images, train_transform
 from .errors import TrainingError, TrainingInterrupted
 from .evaluate import Evaluator
 from .export import postprocess_defaults, save_model_dir, try_export_onnx
@@ -170,6 +170,10 @@ class Trainer:
         self.evaluator = Evaluator(self.dataset, self.preprocess, cfg.eval_batch_size, self.progress) \
             if cfg.eval_interval else None
         self.train_data = TrainDataset(self.train_set, train_transform(cfg, self.preprocess))
+        self.resized_batches = None
+        if ResizedBatches.applies(cfg, self.train_set, self.preprocess):
+            self.resized_batches = ResizedBatches(self.train_set, cfg, self.preprocess)
+            self.train_set.images = None  # training reads the resized copy; the rare other use decodes again
         if self.kind == REC:
             self.pk = PKSampler(self.train_set.targets, cfg.batch_size, cfg.sample_per_id)
         self.steps_per_epoch = len(self._batches(0))
@@ -325,7 +329,9 @@ class Trainer:
             self.ema.update(self.averaged, step=self.scheduler.last_epoch)  # last_epoch counts optimiser steps
         return float(loss.detach())
 
-    def _loader(self, batches: list[list[int]]) -> torch.utils.data.DataLoader:
+    def _loader(self, batches: list[list[int]]) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        if self.resized_batches is not None:
+            return self.resized_batches(batches)
         return torch.utils.data.DataLoader(self.train_data, batch_sampler=batches, num_workers=self.config.num_workers,
                                            pin_memory=self.device.type == "cuda")
 
