@@ -184,7 +184,8 @@ def test_pad_crop_and_flip_on_whole_batches_match_the_per_image_transforms(tmp_p
     assert targets.tolist() == [int(plain.train_data[i][1]) for i in indices]
 
     # padded and flipped: every image is a window of its zero-padded base image, mirrored or not
-    batched = prepared_trainer(config(root, "ShiTuRecDataset", tmp_path / "b", pad=4, hflip=True, **rec)).resized_batches
+    padded = prepared_trainer(config(root, "ShiTuRecDataset", tmp_path / "b", pad=4, hflip=True, **rec))
+    batched = padded.resized_batches
     torch.manual_seed(0)
     images, _ = batched.batch(indices * 4)
     black = batched.shift.view(3, 1, 1)  # what a zero pixel normalises to
