@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--head", default="fc", help="fc (PP-ShiTuV2_rec), arcmargin or cosmargin")
     parser.add_argument("--head_margin", type=float, default=0.2)
     parser.add_argument("--head_scale", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=0, help="sampling order, augmentation and head initialisation")
     parser.add_argument("--baseline_size", type=int, default=112)
     parser.add_argument("--skip_baseline", action="store_true")
     parser.add_argument("--pipeline_gallery_per_class", type=int, default=100)
@@ -140,7 +141,7 @@ def main() -> None:
                          freeze_groups=args.freeze_groups, triplet_weight=args.triplet_weight,
                          triplet_margin=args.triplet_margin, head=args.head, head_margin=args.head_margin,
                          head_scale=args.head_scale, ema_decay=args.ema_decay, batch_norm=args.batch_norm,
-                         pad=args.pad, rotate_prob=0.0,
+                         pad=args.pad, rotate_prob=0.0, seed=args.seed,
                          eval_interval=0)  # evaluated once below, from the exported model dir
     result = train(config)
     times["train_s"] = time.time() - started
@@ -162,7 +163,8 @@ def main() -> None:
 
     summary = {
         "train_images": args.train_images, "query_images": args.query_images, "epochs": args.epochs,
-        "input_size": args.input_size, "pad": args.pad, "freeze_groups": args.freeze_groups, "learning_rate": args.lr,
+        "input_size": args.input_size, "pad": args.pad, "seed": args.seed, "freeze_groups": args.freeze_groups,
+        "learning_rate": args.lr,
         "head": args.head, "batch_norm": args.batch_norm, "triplet_weight": args.triplet_weight,
         "triplet_margin": args.triplet_margin,
         "baseline_size": args.baseline_size,

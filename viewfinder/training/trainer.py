@@ -170,7 +170,7 @@ class Trainer:
         self.evaluator = Evaluator(self.dataset, self.preprocess, cfg.eval_batch_size, self.progress) \
             if cfg.eval_interval else None
         self.train_data = TrainDataset(self.train_set, train_transform(cfg, self.preprocess))
-        self.resized_batches = None
+        self.resized_batches: ResizedBatches | None = None
         if ResizedBatches.applies(cfg, self.train_set, self.preprocess):
             self.resized_batches = ResizedBatches(self.train_set, cfg, self.preprocess)
             self.train_set.images = None  # training reads the resized copy; the rare other use decodes again
