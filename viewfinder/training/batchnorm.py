@@ -19,13 +19,11 @@ the network once with hooks); other BatchNorms keep training normally.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 
-log = logging.getLogger(__name__)
 
 class _FoldedConv2d(nn.Conv2d):
     """A Conv2d whose bias is its BatchNorm's ``bias`` (kept out of the module tree: no new state-dict key)."""

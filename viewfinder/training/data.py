@@ -139,10 +139,8 @@ def train_transform(config: TrainConfig, preprocess: PreprocessConfig) -> object
     return v2.Compose(steps)
 
 
-def _target_tensor(targets: Sequence[object]) -> torch.Tensor:
-    if targets and isinstance(targets[0], (tuple, list)):
-        return torch.as_tensor(targets, dtype=torch.float32)  # multi-hot
-    return torch.as_tensor(targets, dtype=torch.long)
+def _target_dtype(target: object) -> torch.dtype:
+    return torch.float32 if isinstance(target, (tuple, list)) else torch.long  # multi-hot or a class id
 
 
 class ResizedBatches:
@@ -161,7 +159,8 @@ class ResizedBatches:
         for index in range(len(images)):
             resized = Image.fromarray(images.rgb(index)).resize((self.width, self.height), Image.Resampling.BILINEAR)
             pixels[index] = np.asarray(resized)
-        self.targets = _target_tensor(images.targets)
+        self.targets = torch.as_tensor(images.targets,
+                                       dtype=_target_dtype(images.targets[0]) if len(images) else torch.long)
         self.pad = config.pad if config.crop == "pad_crop" else 0
         self.hflip = config.hflip
         std = torch.tensor(preprocess.std, dtype=torch.float32)
@@ -211,8 +210,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = Image.fromarray(self.images.rgb(index))
         target = self.images.targets[index]
-        dtype = torch.float32 if isinstance(target, (tuple, list)) else torch.long
-        return self.transform(image), torch.as_tensor(target, dtype=dtype)
+        return self.transform(image), torch.as_tensor(target, dtype=_target_dtype(target))
 
 
 class EvalBatches:
