@@ -50,6 +50,8 @@ class TrainConfig:
                                             "(faster steps on CPU; see viewfinder.training.batchnorm)")
     channels_last: bool = _f("Train", True, "channels-last memory format (faster convolutions on CPU and GPU)")
     num_workers: int = _f("Train", 0, "data-loading worker processes")
+    retain_heap: bool = _f("Train", True, "CPU: glibc keeps freed memory for reuse while training instead of "
+                                          "mapping big tensors anew every step (viewfinder.memory)")
     eval_interval: int = _f("Train", 1, "evaluate every N epochs and after the last (0: never; the last epoch "
                                          "becomes best_model)")
     eval_batch_size: int = _f("Train", 64)

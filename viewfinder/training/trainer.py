@@ -42,6 +42,7 @@ from tqdm import tqdm
 from ..datasets.charts import line_chart, save_png, stack
 from ..datasets.formats import ML, REC, load_dataset
 from ..device import resolve_device
+from ..memory import retained_heap
 from .batchnorm import fold_batch_norm, recalibrate_batch_norm
 from .config import TrainConfig
 from .data import ResizedBatches, TrainDataset, load_images, train_transform
@@ -440,6 +441,37 @@ class Trainer:
         self._stop_requested = True
         log.warning("interrupt received: saving a checkpoint after this step (Ctrl-C again to abort at once)")
 
+    def _run_epochs(self, started: float) -> None:
+        cfg = self.config
+        for epoch in range(self.start_epoch, cfg.epochs):
+            epoch_started = time.time()
+            step = self.start_step if epoch == self.start_epoch else 0
+            loss = self._run_epoch(epoch, step)
+            record: dict[str, Any] = {"epoch": epoch + 1, "loss": round(loss, 6),
+                                      "lr": self.scheduler.get_last_lr()[0], "metrics": {}}
+            log.info("[Train][Epoch %d/%d] loss: %.5f, lr: %.5g, time: %.1fs", epoch + 1, cfg.epochs, loss,
+                     record["lr"], time.time() - epoch_started)
+            if cfg.eval_interval and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs):
+                metrics = self._evaluate()
+                record["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
+                log.info("[Eval][Epoch %d][Avg] %s", epoch + 1,
+                         ", ".join(f"{k}: {v:.5f}" for k, v in metrics.items()))
+                score = metrics[self.metric]
+                if self.best["score"] is None or score > self.best["score"]:
+                    self.best = {"score": float(score), "epoch": epoch + 1, "metrics": record["metrics"]}
+                    self._export_best()
+                    log.info("new best %s %.5f: saved %s", self.metric, score, self.output / BEST_DIR)
+            record["time_s"] = round(time.time() - epoch_started, 1)
+            self.history.append(record)
+            self._save_checkpoint(epoch + 1, 0)
+            self._keep_epoch_checkpoint(epoch + 1)
+            self._draw_curve()
+            _write_json(self.output / RESULT_FILE, self._result(False, started))
+            if self._stop_requested:
+                path = self.output / LAST_CHECKPOINT
+                raise TrainingInterrupted(f"training interrupted after epoch {epoch + 1}; checkpoint saved to "
+                                          f"{path}; continue with the same command plus --resume", str(path))
+
     def run(self) -> dict[str, Any]:
         started = time.time()
         self._open_log()
@@ -461,34 +493,8 @@ class Trainer:
                             "; ".join(self.train_set.skipped[:3]))
             if threading.current_thread() is threading.main_thread():
                 previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
-            for epoch in range(self.start_epoch, cfg.epochs):
-                epoch_started = time.time()
-                step = self.start_step if epoch == self.start_epoch else 0
-                loss = self._run_epoch(epoch, step)
-                record: dict[str, Any] = {"epoch": epoch + 1, "loss": round(loss, 6),
-                                          "lr": self.scheduler.get_last_lr()[0], "metrics": {}}
-                log.info("[Train][Epoch %d/%d] loss: %.5f, lr: %.5g, time: %.1fs", epoch + 1, cfg.epochs, loss,
-                         record["lr"], time.time() - epoch_started)
-                if cfg.eval_interval and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs):
-                    metrics = self._evaluate()
-                    record["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
-                    log.info("[Eval][Epoch %d][Avg] %s", epoch + 1,
-                             ", ".join(f"{k}: {v:.5f}" for k, v in metrics.items()))
-                    score = metrics[self.metric]
-                    if self.best["score"] is None or score > self.best["score"]:
-                        self.best = {"score": float(score), "epoch": epoch + 1, "metrics": record["metrics"]}
-                        self._export_best()
-                        log.info("new best %s %.5f: saved %s", self.metric, score, self.output / BEST_DIR)
-                record["time_s"] = round(time.time() - epoch_started, 1)
-                self.history.append(record)
-                self._save_checkpoint(epoch + 1, 0)
-                self._keep_epoch_checkpoint(epoch + 1)
-                self._draw_curve()
-                _write_json(self.output / RESULT_FILE, self._result(False, started))
-                if self._stop_requested:
-                    path = self.output / LAST_CHECKPOINT
-                    raise TrainingInterrupted(f"training interrupted after epoch {epoch + 1}; checkpoint saved to "
-                                              f"{path}; continue with the same command plus --resume", str(path))
+            with retained_heap(cfg.retain_heap and self.device.type == "cpu"):
+                self._run_epochs(started)
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
                 previous_handler = None
