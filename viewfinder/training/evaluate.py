@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..datasets.formats import ML, REC, Dataset, load_dataset, normalize_type
 from ..device import resolve_device
+from ..memory import retained_heap
 from ..errors import ViewfinderError
 from ..models.feature import l2_normalize
 from ..models.preprocess import PreprocessConfig
@@ -132,7 +133,8 @@ def evaluate(dataset_dir: str | Path, dataset_type: str, model: str | None = Non
             forward = forward.to(memory_format=torch.channels_last)
         started = time.time()
         evaluator = Evaluator(dataset, preprocess, batch_size, progress)
-        metrics = evaluator(forward, torch_device, channels_last)
+        with retained_heap(torch_device.type == "cpu"):
+            metrics = evaluator(forward, torch_device, channels_last)
         log.info("evaluated %s on %s in %.1fs: %s", base.spec.name, dataset_dir, time.time() - started, metrics)
     except ViewfinderError as exc:
         write_result(output, {"done_flag": False, "err_type": type(exc).__name__, "err_msg": str(exc)})
