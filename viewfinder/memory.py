@@ -6,7 +6,7 @@ allocates and frees dozens of activation tensors of 5-50 MB each, so every step 
 anew and the kernel zero-fills about 40,000 pages on first touch (measured: MobileNetV2,
 batch 60 at 96 px). :func:`retained_heap` switches glibc to serve big blocks from its heap
 and never trim it, so from the second step on the same pages are reused: ~2,000 page
-faults per step instead of ~42,000 and, interleaved in one process, 682-652 ms per step
+faults per step instead of ~42,000 and, interleaved in one process, 652-682 ms per step
 instead of 739-792 (docs/training.md). The price is that the process keeps its peak heap
 until the block ends; on exit the defaults come back and the heap is trimmed.
 

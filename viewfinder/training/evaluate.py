@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from ..datasets.formats import ML, REC, Dataset, load_dataset, normalize_type
 from ..device import resolve_device
-from ..memory import retained_heap
 from ..errors import ViewfinderError
+from ..memory import retained_heap
 from ..models.feature import l2_normalize
 from ..models.preprocess import PreprocessConfig
 from .data import EvalBatches, ImageSet, load_images
