@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--train_images", type=int, default=30000)
     parser.add_argument("--query_images", type=int, default=10000,
                         help="t10k images used as queries (10,000: recall@1 to about +-0.003; 1,000: +-0.009)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=float, default=2, help="passes over the training images (2.4: 2 and 40 %% of a third)")
     parser.add_argument("--input_size", type=int, default=96)
     parser.add_argument("--pad", type=int, default=2,
                         help="pad-crop augmentation: pixels of padding before the random crop (recipe: 10 at 224 px; "

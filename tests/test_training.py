@@ -330,6 +330,20 @@ def test_without_validation_the_last_epoch_is_exported(tmp_path, photos, mobilen
     assert (tmp_path / "out" / "best_model" / "model.safetensors").is_file()
 
 
+def test_fractional_epochs_end_with_part_of_a_pass(tmp_path, photos, mobilenet_v2_weights):
+    root = make_cls(tmp_path / "cls", photos)
+    trainer = Trainer(config(root, "ClsDataset", tmp_path / "out", epochs=1.5, eval_interval=0, batch_size=2),
+                      progress=False)
+    result = trainer.run()
+    per_epoch = trainer.steps_per_epoch
+    assert per_epoch >= 2 and trainer.total_steps == round(1.5 * per_epoch)
+    assert [h["steps"] for h in result["history"]] == [per_epoch, trainer.total_steps - per_epoch]
+    assert trainer.scheduler.last_epoch == trainer.total_steps  # the cosine schedule ends with the last step
+    assert result["epochs_done"] == 2 and result["models"]["best"]["epoch"] == 2
+    assert TrainConfig.load(tmp_path / "out" / "config.yaml").epochs == 1.5
+    assert config(root, "ClsDataset", tmp_path, epochs=2.0).resolved().epochs == 2  # 2.0 from the CLI is 2
+
+
 def test_train_cli_and_corrupt_images_are_skipped(tmp_path, photos, mobilenet_v2_weights):
     root = make_cls(tmp_path / "cls", photos)
     (root / "images" / "kite.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

@@ -26,6 +26,9 @@ FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_s
 
 @pytest.mark.parametrize("changes, message", [
     ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"epochs": 0}, "epochs must be a number > 0, got 0"),
+    ({"epochs": -1.5}, "epochs must be a number > 0, got -1.5"),
+    ({"epochs": "two"}, "epochs must be a number > 0, got 'two'"),
     ({"learning_rate": -0.1}, "learning_rate must be > 0"),
     ({"optimizer": "rmsprop"}, "optimizer must be 'momentum' or 'adamw'"),
     ({"model": None}, r"training needs a model name \(--model\)"),

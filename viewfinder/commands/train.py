@@ -23,7 +23,7 @@ def register(cli: click.Group) -> None:
     @click.option("--type", "dataset_type", default=None, help="ClsDataset, MLClsDataset or ShiTuRecDataset.")
     @click.option("--output", default=None, help="Output folder (default: output).")
     @click.option("--config", "config_file", default=None, help="A config.yaml from an earlier run; flags override it.")
-    @click.option("--epochs", type=int, default=None)
+    @click.option("--epochs", type=float, default=None, help="Passes over the training images (2.5: two and a half).")
     @click.option("--batch_size", type=int, default=None)
     @click.option("--lr", "learning_rate", type=float, default=None, help="Peak learning rate (task default).")
     @click.option("--device", default=None, help="cpu, gpu, gpu:N (default: GPU 0 if available).")

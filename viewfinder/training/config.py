@@ -32,7 +32,8 @@ class TrainConfig:
     device: str | None = _f("Global", None, "cpu, gpu, gpu:N (default: GPU 0 if available)")
     seed: int = _f("Global", 0, "seed for sampling order, augmentation and head initialisation")
     # --- Train -------------------------------------------------------------------------
-    epochs: int = _f("Train", 10)
+    epochs: float = _f("Train", 10, "passes over the training images; a fraction ends with part of a pass "
+                                    "(2.4: two passes and the first 40 % of a third's batches)")
     batch_size: int = _f("Train", 32)
     learning_rate: float | None = _f("Train", None, "peak learning rate (after warmup)")
     optimizer: str = _f("Train", "momentum", "momentum (SGD, 0.9) or adamw")
@@ -93,6 +94,8 @@ class TrainConfig:
             if values.get(key) is None:
                 values[key] = value
         values["dataset_type"] = kind
+        if isinstance(values["epochs"], float) and values["epochs"].is_integer():
+            values["epochs"] = int(values["epochs"])  # 2.0 from the CLI is 2 in config.yaml and the logs
         config = TrainConfig(**values)
         config.validate()
         return config
@@ -100,7 +103,10 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.model and not self.model_dir:
             raise TrainingError("training needs a model name (--model) or a model dir (--model_dir) to start from")
-        positive_ints = ("epochs", "batch_size", "eval_batch_size", "sample_per_id")
+        epochs = self.epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 < epochs < float("inf"):
+            raise TrainingError(f"epochs must be a number > 0, got {epochs!r}")
+        positive_ints = ("batch_size", "eval_batch_size", "sample_per_id")
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

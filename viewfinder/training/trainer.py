@@ -178,6 +178,9 @@ class Trainer:
         if self.kind == REC:
             self.pk = PKSampler(self.train_set.targets, cfg.batch_size, cfg.sample_per_id)
         self.steps_per_epoch = len(self._batches(0))
+        # a fractional ``epochs`` (2.4) ends with part of a pass: the first batches of its order
+        self.total_steps = max(1, round(cfg.epochs * self.steps_per_epoch))
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         if cfg.batch_norm == "folded":
             self._fold_batch_norm(calibrate=not resuming)
 
@@ -186,9 +189,8 @@ class Trainer:
         self.triplet = TripletAngularMarginLoss(cfg.triplet_margin, True, True, cfg.triplet_absolute_weight,
                                                 cfg.triplet_ap_value, cfg.triplet_an_value)
         self.optimizer = self._optimizer()
-        total = cfg.epochs * self.steps_per_epoch
         warmup = int(min(cfg.warmup_epochs, cfg.epochs / 4) * self.steps_per_epoch)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(total, warmup))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(self.total_steps, warmup))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.averaged = nn.ModuleList(self.model.modules())  # what the EMA follows: network (+ head)
         self.ema = ModelEmaV3(self.averaged, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
@@ -226,6 +228,10 @@ class Trainer:
         if cfg.optimizer == "adamw":
             return torch.optim.AdamW(groups, lr=cfg.learning_rate)
         return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=0.9)
+
+    def _epoch_steps(self, epoch: int) -> int:
+        """Batches in pass ``epoch``: all of them but in the part-pass a fractional ``epochs`` ends with."""
+        return min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
 
     def _batches(self, epoch: int) -> list[list[int]]:
         if self.kind == REC:
@@ -294,13 +300,13 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
         self._partial = (float(state["partial_loss"][0]), int(state["partial_loss"][1]))
-        if self.start_step >= self.steps_per_epoch:  # the epoch's batches were all done; its end was not
-            self.start_step = self.steps_per_epoch
-        if self.start_epoch >= self.config.epochs:
-            raise TrainingError(f"{path} has already finished {self.start_epoch} epoch(s); "
-                                f"pass more --epochs to train further")
-        log.info("resuming from %s at epoch %d, step %d/%d", path, self.start_epoch + 1, self.start_step,
-                 self.steps_per_epoch)
+        if self.start_epoch >= self.num_epochs:
+            raise TrainingError(f"{path} has already finished {self.start_epoch} epoch(s); pass more --epochs to "
+                                f"train further (a fractional run's last part-pass counts as one)")
+        epoch_steps = self._epoch_steps(self.start_epoch)
+        if self.start_step >= epoch_steps:  # the epoch's batches were all done; its end was not
+            self.start_step = epoch_steps
+        log.info("resuming from %s at epoch %d, step %d/%d", path, self.start_epoch + 1, self.start_step, epoch_steps)
 
     # ------------------------------------------------------------------ one step / one epoch
     def _loss(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -338,10 +344,11 @@ class Trainer:
 
     def _run_epoch(self, epoch: int, start_step: int) -> float:
         self.model.train(True)
-        batches = self._batches(epoch)[start_step:]
+        epoch_steps = self._epoch_steps(epoch)
+        batches = self._batches(epoch)[start_step:epoch_steps]
         total_loss, count = self._partial if start_step else (0.0, 0)
-        bar = tqdm(self._loader(batches), total=self.steps_per_epoch, initial=start_step,
-                   desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch", disable=not self.progress,
+        bar = tqdm(self._loader(batches), total=epoch_steps, initial=start_step,
+                   desc=f"epoch {epoch + 1}/{self.num_epochs}", unit="batch", disable=not self.progress,
                    dynamic_ncols=True)
         step = start_step
         for images, targets in bar:
@@ -355,7 +362,7 @@ class Trainer:
                 self._partial = (total_loss, count)
                 path = self._save_checkpoint(epoch, step)
                 raise TrainingInterrupted(
-                    f"training interrupted at epoch {epoch + 1}, step {step}/{self.steps_per_epoch}; checkpoint "
+                    f"training interrupted at epoch {epoch + 1}, step {step}/{epoch_steps}; checkpoint "
                     f"saved to {path}; continue with the same command plus --resume", str(path))
         bar.close()
         return total_loss / max(1, count)
@@ -443,15 +450,15 @@ class Trainer:
 
     def _run_epochs(self, started: float) -> None:
         cfg = self.config
-        for epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch, self.num_epochs):
             epoch_started = time.time()
             step = self.start_step if epoch == self.start_epoch else 0
             loss = self._run_epoch(epoch, step)
-            record: dict[str, Any] = {"epoch": epoch + 1, "loss": round(loss, 6),
+            record: dict[str, Any] = {"epoch": epoch + 1, "steps": self._epoch_steps(epoch), "loss": round(loss, 6),
                                       "lr": self.scheduler.get_last_lr()[0], "metrics": {}}
-            log.info("[Train][Epoch %d/%d] loss: %.5f, lr: %.5g, time: %.1fs", epoch + 1, cfg.epochs, loss,
+            log.info("[Train][Epoch %d/%d] loss: %.5f, lr: %.5g, time: %.1fs", epoch + 1, self.num_epochs, loss,
                      record["lr"], time.time() - epoch_started)
-            if cfg.eval_interval and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs):
+            if cfg.eval_interval and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == self.num_epochs):
                 metrics = self._evaluate()
                 record["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
                 log.info("[Eval][Epoch %d][Avg] %s", epoch + 1,
@@ -485,9 +492,9 @@ class Trainer:
                             self.output)
             self.config.save(self.output / "config.yaml")
             cfg = self.config
-            log.info("training %s on %s (%s): %d images, %d classes, %d steps/epoch, %d epochs, device %s",
+            log.info("training %s on %s (%s): %d images, %d classes, %d steps/epoch, %g epochs (%d steps), device %s",
                      self.model.base.spec.name, cfg.dataset_dir, self.kind, len(self.train_set), self.num_classes,
-                     self.steps_per_epoch, cfg.epochs, self.device)
+                     self.steps_per_epoch, cfg.epochs, self.total_steps, self.device)
             if self.train_set.skipped:
                 log.warning("skipped %d unreadable training image(s): %s", len(self.train_set.skipped),
                             "; ".join(self.train_set.skipped[:3]))
@@ -499,7 +506,7 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous_handler)
                 previous_handler = None
             if not cfg.eval_interval:  # no validation: the last epoch is the model
-                self.best = {"score": None, "epoch": cfg.epochs, "metrics": {}}
+                self.best = {"score": None, "epoch": self.num_epochs, "metrics": {}}
                 self._export_best()
             if cfg.export_onnx:
                 self.onnx_record = try_export_onnx(self.output / BEST_DIR)
