@@ -89,10 +89,12 @@ def classifier_top1(model_dir: Path, root: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="output/fashion_mnist_shitu")
-    parser.add_argument("--train_images", type=int, default=30000)
+    parser.add_argument("--train_images", type=int, default=55000,
+                        help="training-split images to train on (55,000: all but the gallery's 5,000)")
     parser.add_argument("--query_images", type=int, default=10000,
                         help="t10k images used as queries (10,000: recall@1 to about +-0.003; 1,000: +-0.009)")
-    parser.add_argument("--epochs", type=float, default=2, help="passes over the training images (2.4: 2 and 40 %% of a third)")
+    parser.add_argument("--epochs", type=float, default=2.3,
+                        help="passes over the training images (2.3: two and the first 30 %% of a third's batches)")
     parser.add_argument("--input_size", type=int, default=96)
     parser.add_argument("--pad", type=int, default=2,
                         help="pad-crop augmentation: pixels of padding before the random crop (recipe: 10 at 224 px; "
