@@ -2,7 +2,8 @@
 
 build/append embed gallery images with a PP-ShiTuV2 pipeline config (``--pipeline``,
 default the built-in PP-ShiTuV2); remove and info need no model. Every change is saved
-atomically: an interrupted command leaves the previous index intact.
+atomically: an interrupted command leaves the previous index intact. append and remove hold
+the folder's writer lock, so they are safe next to a server serving the same folder.
 """
 from __future__ import annotations
 
@@ -73,9 +74,12 @@ def register(cli: click.Group) -> None:
     @guarded
     def append(gallery: str, label_file: str | None, index_dir: str, pipeline: str, device: str | None) -> None:
         """Add gallery images to an existing index."""
+        from ..retrieval import writer_lock
+
         runner = _pipeline(pipeline, device)
-        index = runner.append_index(gallery, label_file or str(Path(gallery) / "gallery.txt"), index_dir)
-        index.save(index_dir)
+        with writer_lock(index_dir):  # a server or another command may change the same folder
+            index = runner.append_index(gallery, label_file or str(Path(gallery) / "gallery.txt"), index_dir)
+            index.save(index_dir)
         _report(runner, index, index_dir)
 
     @index_group.command("remove")
@@ -87,7 +91,7 @@ def register(cli: click.Group) -> None:
         """Remove items by id (unknown ids are an error; the index is then unchanged)."""
         from ..errors import ConfigError
         from ..pipelines.gallery import read_id_file
-        from ..retrieval import IndexData
+        from ..retrieval import IndexData, writer_lock
 
         if (ids is None) == (id_file is None):
             raise ConfigError("give exactly one of --ids or --id_file")
@@ -95,7 +99,8 @@ def register(cli: click.Group) -> None:
             wanted = read_id_file(id_file) if id_file else [int(part) for part in ids.split(",") if part.strip()]
         except ValueError:
             raise ConfigError(f"--ids must be comma-separated integers, got {ids!r}") from None
-        index = IndexData.load(index_dir)
-        index.remove(wanted)
-        index.save(index_dir)
+        with writer_lock(index_dir):
+            index = IndexData.load(index_dir)
+            index.remove(wanted)
+            index.save(index_dir)
         click.echo(f"removed {len(wanted)} ids; {len(index)} items left in {index_dir}")

@@ -15,12 +15,15 @@ from viewfinder.retrieval.faiss_factory import (
     normalize_metric_type,
 )
 from viewfinder.retrieval.index import IndexData, VectorIndex
+from viewfinder.retrieval.shared_folder import FolderVersion, IndexFolderGone, writer_lock
 from viewfinder.retrieval.threads import faiss_threads, get_num_threads, set_num_threads
 
 __all__ = [
     "INDEX_TYPES",
     "METRIC_TYPES",
+    "FolderVersion",
     "IndexData",
+    "IndexFolderGone",
     "VectorIndex",
     "auto_nlist",
     "auto_nprobe",
@@ -30,4 +33,5 @@ __all__ = [
     "normalize_index_type",
     "normalize_metric_type",
     "set_num_threads",
+    "writer_lock",
 ]

@@ -9,6 +9,13 @@ for a writer: they pick up the index currently served. A writer works on a *copy
 swaps it in after the save, so a reader never sees a change that is not yet on disk, and a
 failed save leaves the served index as it was. The copy costs about what the save costs
 (both are O(index size)); searches lock the IndexData itself.
+
+Replicas: several server processes (on one machine, or on several with a shared file
+system) may serve the same ``data_dir``. Writers also take the folder's cross-process
+writer lock and start from the index on disk; readers check with one ``stat`` that the
+copy they serve is still the one on disk and reload it when another replica saved
+(``viewfinder.retrieval.shared_folder``). So a change acknowledged by one replica is
+served by every replica from its next request on.
 """
 from __future__ import annotations
 
@@ -18,11 +25,14 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import RetrievalIndexError
 from ..retrieval import IndexData
+from ..retrieval.shared_folder import FolderVersion, IndexFolderGone, writer_lock
 from .errors import IndexNotFoundError, ServiceError
 from .security import valid_index_key
 
@@ -41,13 +51,27 @@ def _copy(index: IndexData) -> IndexData:
     return IndexData.from_bytes(index.to_bytes())
 
 
+def _not_found(key: str) -> IndexNotFoundError:
+    return IndexNotFoundError(f"no index with indexKey {key!r}")
+
+
+@dataclass(frozen=True)
+class _Served:
+    index: IndexData
+    version: FolderVersion | None  # the file it was loaded from or saved to; None in memory
+
+    def is_current(self) -> bool:
+        return self.version is None or self.version.is_current()
+
+
 class IndexStore:
     """Maps ``indexKey`` -> :class:`IndexData`, on disk under ``root`` or in memory (``root=None``)."""
 
     def __init__(self, root: str | os.PathLike[str] | None) -> None:
         self.root = Path(root) if root is not None else None
-        self._indexes: dict[str, IndexData] = {}
+        self._served: dict[str, _Served] = {}
         self._writers: dict[str, threading.Lock] = {}
+        self._loaders: dict[str, threading.Lock] = {}
         self._mutex = threading.Lock()
         if self.root is not None:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -59,64 +83,105 @@ class IndexStore:
         return self.root is not None
 
     # ---------------------------------------------------------------- helpers
-    def _writer(self, key: str) -> threading.Lock:
+    def _lock(self, table: dict[str, threading.Lock], key: str) -> threading.Lock:
         with self._mutex:
-            lock = self._writers.get(key)
+            lock = table.get(key)
             if lock is None:
-                lock = self._writers[key] = threading.Lock()
+                lock = table[key] = threading.Lock()
             return lock
+
+    def _writer(self, key: str) -> threading.Lock:
+        return self._lock(self._writers, key)
 
     def _folder(self, key: str) -> Path:
         assert self.root is not None
         return self.root / key
 
-    def _on_disk(self, key: str) -> bool:
-        return self.root is not None and (self._folder(key) / "vector.index").is_file()
-
-    def _save(self, key: str, index: IndexData) -> None:
+    def _folder_writer(self, key: str) -> Any:
+        """The folder's cross-process writer lock (other replicas, the CLI); nothing in memory."""
         if self.root is None:
-            return
+            return nullcontext()
+        return writer_lock(self._folder(key))
+
+    def _save(self, key: str, index: IndexData) -> FolderVersion | None:
+        if self.root is None:
+            return None
         try:
             index.save(self._folder(key))
         except RetrievalIndexError as exc:  # details (paths, errno) go to the log, not to the client
             log.error("saving index %s failed: %s", key, exc)
             raise ServiceError("the index could not be saved (see the server log); the change was not applied") from None
-
-    def _current(self, key: str) -> IndexData:
-        """The index under ``key`` (loaded from disk on first use); caller holds the key's writer lock."""
-        with self._mutex:
-            index = self._indexes.get(key)
-        if index is not None:
-            return index
-        if not self._on_disk(key):
-            raise IndexNotFoundError(f"no index with indexKey {key!r}")
         try:
-            index = IndexData.load(self._folder(key))
+            return FolderVersion(self._folder(key))
+        except RetrievalIndexError as exc:  # saved, but cannot tell later saves apart: reload next time
+            log.warning("index %s saved, but its version cannot be kept: %s", key, exc)
+            return None
+
+    def _serve(self, key: str, index: IndexData, version: FolderVersion | None) -> None:
+        """Serve ``index`` from now on (caller holds the key's writer lock)."""
+        with self._mutex:
+            if version is None and self.root is not None:
+                self._served.pop(key, None)  # the next request loads what is on disk
+            else:
+                self._served[key] = _Served(index, version)
+
+    def _load(self, key: str) -> _Served:
+        """Read the folder as it is on disk now."""
+        folder = self._folder(key)
+        try:
+            version = FolderVersion(folder)  # before the load: a save meanwhile only makes it look stale
+            return _Served(IndexData.load(folder), version)
+        except IndexFolderGone:
+            raise _not_found(key) from None
         except RetrievalIndexError as exc:
+            if not (folder / "vector.index").is_file():
+                raise _not_found(key) from None
             log.error("stored index %s cannot be loaded: %s", key, exc)
             raise ServiceError(f"stored index {key!r} cannot be loaded (see the server log)") from None
-        with self._mutex:
-            return self._indexes.setdefault(key, index)
+
+    def _fresh(self, key: str, seen: _Served | None = None) -> IndexData:
+        """The index under ``key`` as on disk, (re)loading if another process saved since ``seen``.
+
+        One thread loads a key at a time (the others then find its copy); writers are not waited for.
+        """
+        with self._lock(self._loaders, key):
+            with self._mutex:
+                served = self._served.get(key)
+            if served is not None and served is not seen and served.is_current():
+                return served.index  # another thread loaded or saved it meanwhile
+            if self.root is None:
+                if served is None:
+                    raise _not_found(key)
+                return served.index
+            try:
+                loaded = self._load(key)
+            except IndexNotFoundError:
+                with self._mutex:
+                    if self._served.get(key) is served:
+                        self._served.pop(key, None)
+                raise
+            with self._mutex:
+                if self._served.get(key) is served:  # a writer may have swapped a newer copy in meanwhile
+                    self._served[key] = loaded
+                return self._served.get(key, loaded).index
 
     # ---------------------------------------------------------------- API
     def create(self, index: IndexData) -> str:
         """Store a new index under a fresh uuid4 key (on disk before this returns)."""
         key = str(uuid.uuid4())
         with self._writer(key):
-            self._save(key, index)
-            with self._mutex:
-                self._indexes[key] = index
+            self._serve(key, index, self._save(key, index))
         return key
 
     def get(self, key: str) -> IndexData:
-        """The current index; searching it needs no store lock (IndexData locks itself)."""
+        """The current index (one ``stat`` to see whether another replica changed it)."""
         _check_key(key)
         with self._mutex:
-            index = self._indexes.get(key)
-        if index is not None:
-            return index
-        with self._writer(key):  # first use: load once, not while a delete runs
-            return self._current(key)
+            served = self._served.get(key)
+        if served is not None and served.is_current():
+            return served.index
+        # First use, or changed or deleted by another process: load without waiting for writers.
+        return self._fresh(key, served)
 
     def update(self, key: str, change: Callable[[IndexData], IndexData | Any]) -> tuple[IndexData, IndexData]:
         """Apply ``change`` to a copy of the index, save it, then serve it; returns (before, after).
@@ -126,41 +191,47 @@ class IndexStore:
         """
         _check_key(key)
         with self._writer(key):
-            before = self._current(key)
-            working = _copy(before)
-            result = change(working)
-            after = result if isinstance(result, IndexData) else working
-            self._save(key, after)
-            with self._mutex:
-                self._indexes[key] = after
+            try:
+                with self._folder_writer(key):
+                    with self._mutex:
+                        served = self._served.get(key)
+                    before = served.index if served is not None and served.is_current() else self._fresh(key, served)
+                    working = _copy(before)
+                    result = change(working)
+                    after = result if isinstance(result, IndexData) else working
+                    self._serve(key, after, self._save(key, after))
+            except IndexFolderGone:
+                with self._mutex:
+                    self._served.pop(key, None)
+                raise _not_found(key) from None
         return before, after
 
     def delete(self, key: str) -> None:
         _check_key(key)
         with self._writer(key):
             with self._mutex:
-                cached = self._indexes.pop(key, None)
+                cached = self._served.pop(key, None)
             if self.root is None:
                 if cached is None:
-                    raise IndexNotFoundError(f"no index with indexKey {key!r}")
+                    raise _not_found(key)
                 return
-            if not self._folder(key).is_dir():
-                if cached is None:
-                    raise IndexNotFoundError(f"no index with indexKey {key!r}")
-                return
-            # One rename takes it out of the listing atomically; the files go afterwards.
-            trash = self.root / f"{_TRASH_PREFIX}{key}-{uuid.uuid4().hex}"
-            os.replace(self._folder(key), trash)
-            _fsync_dir(self.root)
+            try:
+                with self._folder_writer(key):
+                    # One rename takes it out of the listing atomically; the files go afterwards.
+                    trash = self.root / f"{_TRASH_PREFIX}{key}-{uuid.uuid4().hex}"
+                    os.replace(self._folder(key), trash)
+                    _fsync_dir(self.root)
+            except IndexFolderGone:
+                raise _not_found(key) from None
             shutil.rmtree(trash, ignore_errors=True)
 
     def keys(self) -> list[str]:
-        with self._mutex:
-            keys = set(self._indexes)
-        if self.root is not None:
-            keys.update(p.name for p in self.root.iterdir()
-                        if p.is_dir() and valid_index_key(p.name) and (p / "vector.index").is_file())
-        return sorted(keys)
+        if self.root is None:
+            with self._mutex:
+                return sorted(self._served)
+        # On disk the folder is the truth: another replica may have created or deleted one.
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and valid_index_key(p.name) and (p / "vector.index").is_file())
 
     def describe(self, key: str) -> dict[str, Any]:
         index = self.get(key)
