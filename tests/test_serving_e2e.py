@@ -247,3 +247,76 @@ def test_index_flow_and_sigkill_durability(servers, photos, tmp_path):
     finally:
         server.stop()
     assert "Traceback" not in log.read_text()
+
+
+# ------------------------------------------------------------------ two replicas on one data_dir
+def test_two_replicas_share_one_data_dir(mobilenet_v2_weights, shared_dir, photos, tmp_path):
+    """What a load balancer in front of two servers does: writes through either, reads through both."""
+    config = tmp_path / "shitu.yaml"
+    config.write_text(yaml.safe_dump(detector_config(shared_dir, mobilenet_v2_weights), allow_unicode=True))
+    data_dir = tmp_path / "indexes"
+    replicas = [start_shitu_server(config, data_dir, tmp_path / f"replica{n}.log") for n in range(2)]
+    try:
+        for replica in replicas:
+            replica.wait_ready()
+        first, second = replicas
+        pairs = [{"image": b64(photos / name), "label": label}
+                 for name, label in [("chelsea.png", "cat"), ("dog.jpg", "dog"), ("horses.jpg", "horse")]]
+        key = first.post("/shitu-index-build", {"imageLabelPairs": pairs})["indexKey"]
+        hit = second.post("/shitu-infer", {"image": b64(photos / "horses.jpg"), "indexKey": key, "visualize": False})
+        assert max(hit["detectedObjects"], key=lambda o: o["score"])["recResults"][0]["label"] == "horse"
+
+        # Four clients, two per replica, add and remove concurrently on the same index.
+        kite = b64(photos / "kite.jpg")
+        acked: dict[int, str] = {}
+        removed: set[int] = set()
+        guard = threading.Lock()
+        failures: list[str] = []
+
+        def client(n: int) -> None:
+            replica = replicas[n % 2]
+            try:
+                for i in range(4):
+                    result = replica.post("/shitu-index-add", {"indexKey": key, "changedOnly": True,
+                                                               "imageLabelPairs": [{"image": kite, "label": f"c{n}-{i}"}]})
+                    with guard:
+                        assert not set(map(int, result["idMap"])) & set(acked), "an id was handed out twice"
+                        acked.update({int(k): v for k, v in result["idMap"].items()})
+                    if i == 1:
+                        (victim,) = result["addedIds"]
+                        replicas[(n + 1) % 2].post("/shitu-index-remove",  # through the other replica
+                                                   {"indexKey": key, "ids": [victim], "changedOnly": True})
+                        with guard:
+                            removed.add(victim)
+            except (AssertionError, httpx.HTTPError) as exc:
+                failures.append(f"client {n}: {exc}")
+
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(300)
+        assert not failures, failures
+        assert len(acked) == 16 and len(removed) == 4
+
+        expected = {0: "cat", 1: "dog", 2: "horse", **{i: v for i, v in acked.items() if i not in removed}}
+        for replica in replicas:  # both serve every acknowledged change, and nothing else
+            info = httpx.get(f"{replica.url}/shitu-index/{key}", params={"withIdMap": "true"}, timeout=30).json()
+            assert {int(k): v for k, v in info["result"]["idMap"].items()} == expected
+        assert IndexData.load(data_dir / key).id_map == expected
+
+        second.post("/shitu-index-remove", {"indexKey": key, "ids": [1]})
+        hit = first.post("/shitu-infer", {"image": b64(photos / "dog.jpg"), "indexKey": key, "visualize": False})
+        assert all(r["label"] != "dog" for o in hit["detectedObjects"] for r in o["recResults"])
+
+        response = httpx.delete(f"{second.url}/shitu-index/{key}", timeout=30)
+        assert response.status_code == 200, response.text
+        gone = httpx.post(f"{first.url}/shitu-infer", json={"image": kite, "indexKey": key}, timeout=30)
+        assert gone.status_code == 404 and gone.json()["errorCode"] == 404
+        listed = httpx.get(f"{first.url}/shitu-indexes", timeout=30).json()["result"]
+        assert key not in str(listed)
+    finally:
+        for replica in replicas:
+            replica.stop()
+    for replica in replicas:
+        assert "Traceback" not in replica.log.read_text()
