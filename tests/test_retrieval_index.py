@@ -324,3 +324,26 @@ def test_thread_cap_applies_in_every_calling_thread(data):
     finally:
         set_num_threads(before)
     assert seen == [1, 2, 1]
+
+
+@pytest.mark.parametrize("kind", ["Flat", "HNSW32", "IVF"])
+@pytest.mark.parametrize("metric", ["IP", "L2"])
+def test_copy_is_identical_and_independent(kind, metric):
+    rng = np.random.default_rng(7)
+    x = unit(rng.standard_normal((300, 32)).astype("float32"))
+    original = IndexData.build(x, [f"l{i % 7}" for i in range(300)], index_type=kind, metric_type=metric,
+                               metadata=[{"tags": [i]} for i in range(300)])
+    if kind == "HNSW32":
+        original.remove([3, 5])  # tombstones are copied too
+    original.feature_model = {"model_name": "m", "dim": 32}
+    twin = original.copy()
+    assert twin.to_bytes() == original.to_bytes()  # same vectors, ids, labels, metadata, params
+    found = twin.search(x[:8], 5)
+    assert all(np.array_equal(a, b) for a, b in zip(found, original.search(x[:8], 5)))
+
+    before = original.to_bytes()
+    twin.append(x[:2], ["new", "new"])
+    twin.remove([0, 1])
+    twin.set_search_params(**({"ef_search": 99} if kind == "HNSW32" else {"nprobe": 3} if kind == "IVF" else {}))
+    assert original.to_bytes() == before  # the copy shares nothing the writer can change
+    assert len(twin) == len(original) and twin.next_id == original.next_id + 2

@@ -6,6 +6,8 @@ sensibly, L2 scores are treated as distances, saves are crash-safe and loads are
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -390,6 +392,26 @@ class IndexData:
                 "faiss_class": type(self._inner).__name__, "params": params,
                 "feature_model": dict(self._feature_model) if self._feature_model is not None else None,
             }
+
+    def copy(self) -> "IndexData":
+        """An independent copy (``faiss.clone_index``: no serialising, no checksums).
+
+        What a writer changes while readers keep searching the original (the service does).
+        """
+        with self._lock.read():
+            apply_thread_cap()
+            twin = type(self).__new__(type(self))
+            twin._lock = RWLock()
+            twin._index_type, twin._metric_type, twin._dim = self._index_type, self._metric_type, self._dim
+            twin._params = dataclasses.replace(self._params)
+            twin._labels, twin._deleted = dict(self._labels), set(self._deleted)
+            twin._metadata = copy.deepcopy(self._metadata)  # JSON values may be mutable
+            twin._next_id = self._next_id
+            twin._feature_model = copy.deepcopy(self._feature_model)
+            twin._selector = None
+            twin._set_faiss(faiss.clone_index(self._index))
+            twin._refresh_selector()
+        return twin
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike[str]) -> None:

@@ -7,8 +7,8 @@ Concurrency, per key: one writer at a time (add, remove, delete hold the key's w
 lock for their whole run, feature extraction included); readers (infer, info) never wait
 for a writer: they pick up the index currently served. A writer works on a *copy* and
 swaps it in after the save, so a reader never sees a change that is not yet on disk, and a
-failed save leaves the served index as it was. The copy costs about what the save costs
-(both are O(index size)); searches lock the IndexData itself.
+failed save leaves the served index as it was. The copy (``IndexData.copy``, a faiss clone)
+costs a fraction of the save; both are O(index size); searches lock the IndexData itself.
 
 Replicas: several server processes (on one machine, or on several with a shared file
 system) may serve the same ``data_dir``. Writers also take the folder's cross-process
@@ -45,10 +45,6 @@ def _check_key(key: str) -> None:
     if not valid_index_key(key):
         # Routes validate keys first; this guards the file system against any other caller.
         raise IndexNotFoundError(f"invalid indexKey {key[:80]!r}")
-
-
-def _copy(index: IndexData) -> IndexData:
-    return IndexData.from_bytes(index.to_bytes())
 
 
 def _not_found(key: str) -> IndexNotFoundError:
@@ -196,7 +192,7 @@ class IndexStore:
                     with self._mutex:
                         served = self._served.get(key)
                     before = served.index if served is not None and served.is_current() else self._fresh(key, served)
-                    working = _copy(before)
+                    working = before.copy()
                     result = change(working)
                     after = result if isinstance(result, IndexData) else working
                     self._serve(key, after, self._save(key, after))
