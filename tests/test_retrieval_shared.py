@@ -171,3 +171,47 @@ def test_store_sees_changes_made_by_the_cli(tmp_path):
     missing = CliRunner().invoke(cli, ["index", "remove", "--index_dir", str(tmp_path / "nope"), "--ids", "1"])
     assert missing.exit_code != 0 and "index folder not found" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_folder_version_without_file_descriptors(tmp_path, monkeypatch):
+    """Out of descriptors (EMFILE), the version falls back to stat: still right, never an error."""
+    import errno
+
+    from viewfinder.retrieval import shared_folder
+
+    folder = tmp_path / "idx"
+    index = _index()
+    index.save(folder)
+    real_open = os.open
+
+    def no_descriptors(path, *args, **kwargs):
+        if str(path).endswith("vector.index"):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(shared_folder.os, "open", no_descriptors)
+    version = FolderVersion(folder)
+    assert not version.held_open and version.is_current()
+    index.append(_vectors(1, seed=5), ["one more"])
+    index.save(folder)
+    assert not version.is_current()
+
+    store = IndexStore(tmp_path / "store")
+    key = store.create(_index(2))
+    other = IndexStore(tmp_path / "store")
+    other.update(key, lambda idx: idx.append(_vectors(1, seed=6), ["x"]))
+    assert len(store.get(key)) == 3
+
+
+def test_serve_raises_the_open_file_soft_limit():
+    import resource
+
+    from viewfinder.serving.server import raise_open_file_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        raise_open_file_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

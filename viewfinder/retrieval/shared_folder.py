@@ -9,10 +9,12 @@ Two pieces, both built on the folder itself, so that any process that sees the f
 * :class:`FolderVersion` - which ``vector.index`` a loaded copy came from. Every save
   renames a new file into place, so the file's (device, inode) changes; a reader compares
   it with one ``stat`` and reloads when another process has saved. The loaded file is kept
-  open, so its inode number cannot be reused by a later save while we compare against it.
+  open, so its inode number cannot be reused by a later save while we compare against it
+  (size and mtime are compared too, for when no file descriptor is to be had).
 """
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,7 +70,11 @@ def writer_lock(directory: str | os.PathLike[str]) -> Iterator[None]:
 
 
 class FolderVersion:
-    """The ``vector.index`` of ``directory`` as it is now, held open; compare with :meth:`is_current`."""
+    """The ``vector.index`` of ``directory`` as it is now; compare with :meth:`is_current`.
+
+    The file is held open where a file descriptor is to be had, so its inode number cannot be
+    reused by a later save; out of descriptors, size and mtime guard against that reuse too.
+    """
 
     __slots__ = ("_fd", "_id", "path")
 
@@ -77,12 +83,21 @@ class FolderVersion:
         self._fd = -1
         try:
             self._fd = os.open(self.path, os.O_RDONLY)
+            st = os.fstat(self._fd)
         except FileNotFoundError:
             raise IndexFolderGone(f"index folder has no {VECTOR_FILE}: {self.path.parent}") from None
         except OSError as exc:
-            raise RetrievalIndexError(f"cannot open {self.path}: {exc}") from exc
-        st = os.fstat(self._fd)
-        self._id = (st.st_dev, st.st_ino)
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise RetrievalIndexError(f"cannot open {self.path}: {exc}") from exc
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                raise IndexFolderGone(f"index folder has no {VECTOR_FILE}: {self.path.parent}") from None
+        self._id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    @property
+    def held_open(self) -> bool:
+        return self._fd >= 0
 
     def is_current(self) -> bool:
         """False once another save replaced the file, or the folder is gone (one ``stat``)."""
@@ -90,7 +105,7 @@ class FolderVersion:
             st = os.stat(self.path)
         except OSError:
             return False
-        return (st.st_dev, st.st_ino) == self._id
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self._id
 
     def close(self) -> None:
         if self._fd >= 0:

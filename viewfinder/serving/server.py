@@ -31,6 +31,21 @@ def load_pipeline(source: str, config: ServingConfig, device: str | None = None,
     return create_pipeline(source, device=device, use_hpip=use_hpip, **create_kwargs)
 
 
+def raise_open_file_limit() -> None:
+    """Soft limit -> hard limit: each served index keeps its vector.index open (replica checks)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20  # Linux refuses "infinity" here
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):  # capped lower by the system: keep what we have
+            log.debug("could not raise the open-file limit from %s", soft)
+
+
 def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = None, device: str | None = None,
           use_hpip: bool = False, data_dir: str | Path | None = None, api_key: str | None = None,
           memory_index: bool = False, workers: int | None = None, visualize: bool | None = None,
@@ -51,6 +66,7 @@ def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = N
     config = build_config(pipeline_config, **overrides)
     runner = load_pipeline(str(pipeline), config, device=device, use_hpip=use_hpip, **create_kwargs)
     app = create_app(runner, config, warmup=True)
+    raise_open_file_limit()
     if config.index_storage == "file_system" and pipeline_config["pipeline_name"] == "PP-ShiTuV2":
         log.info("indexes are stored in %s", Path(config.data_dir).resolve())
     if config.api_key is None and config.host not in ("127.0.0.1", "localhost", "::1"):
