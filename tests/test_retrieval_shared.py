@@ -148,13 +148,16 @@ def test_two_stores_on_one_data_dir_see_each_others_changes(tmp_path):
     assert first.get(key) is served  # unchanged on disk: no reload
     assert first.describe(key)["size"] == 6
 
+    kept = first.create(_index(2))
     second.delete(key)
+    assert first.keys() == [kept] and key not in first._served  # listing forgets what another replica deleted
     with pytest.raises(IndexNotFoundError):
         first.get(key)
     with pytest.raises(IndexNotFoundError):
         first.update(key, lambda index: index.remove([1]))
     with pytest.raises(IndexNotFoundError):
         first.delete(key)
+    first.delete(kept)
     assert first.keys() == [] and list(first.list()) == []
 
 

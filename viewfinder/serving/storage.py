@@ -226,8 +226,13 @@ class IndexStore:
             with self._mutex:
                 return sorted(self._served)
         # On disk the folder is the truth: another replica may have created or deleted one.
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and valid_index_key(p.name) and (p / "vector.index").is_file())
+        on_disk = sorted(p.name for p in self.root.iterdir()
+                         if p.is_dir() and valid_index_key(p.name) and (p / "vector.index").is_file())
+        with self._mutex:  # forget indexes deleted elsewhere (their open file holds the disk space)
+            for gone in self._served.keys() - set(on_disk):
+                if not self._served[gone].is_current():
+                    del self._served[gone]
+        return on_disk
 
     def describe(self, key: str) -> dict[str, Any]:
         index = self.get(key)
