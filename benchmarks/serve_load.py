@@ -160,9 +160,21 @@ def wait_healthy(process: subprocess.Popen, port: int, timeout: float = 300) -> 
     raise SystemExit("server did not become healthy")
 
 
-def start_server(command: list[str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None)
+def start_server(command: list[str], port: int, processes: int = 1) -> subprocess.Popen:
+    if processes <= 1:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=None)
+        wait_healthy(process, port)
+        return process
+    # /health answers once the first process is up: wait for every process's startup line.
+    command = [*command[:command.index("--log_level")], "--log_level", "info", "--processes", str(processes)]
+    log = tempfile.NamedTemporaryFile("w+", prefix="serve-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     wait_healthy(process, port)
+    deadline = time.monotonic() + 300
+    while Path(log.name).read_text().count("Application startup complete") < processes:
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit(f"server processes did not all start; log: {log.name}")
+        time.sleep(0.2)
     return process
 
 
@@ -235,7 +247,7 @@ def classification(args: argparse.Namespace, datas: list[bytes], work: Path) -> 
         command += ["--workers", str(args.workers)]
     if args.model != "MobileNetV2_x1_0":
         command.append("--random_init")
-    server = start_server(command, port)
+    server = start_server(command, port, args.processes)
     try:
         encoded = [base64.b64encode(d).decode() for d in datas]
         bodies = [body_of({"image": e, "topk": 5, "visualize": args.visualize}) for e in encoded]
@@ -350,7 +362,7 @@ def shitu(args: argparse.Namespace, datas: list[bytes], work: Path) -> None:
         command += ["--workers", str(args.workers)]
     print(f"\n/shitu-infer: PP-ShiTuV2 ({SHITU_CONFIG.relative_to(ROOT)}: CenterNet detector, MobileNetV2 "
           f"features, whole image added); baseline: in-process predict over the same JPEG bytes")
-    server = start_server(command, port)
+    server = start_server(command, port, args.processes)
     try:
         encoded = [base64.b64encode(d).decode() for d in datas]
 
@@ -396,6 +408,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="distinct 640x480 JPEGs sent by the clients")
     parser.add_argument("--baseline_rounds", type=int, default=2, help="passes over the images per baseline")
     parser.add_argument("--workers", type=int, default=None, help="server inference workers (default: cores)")
+    parser.add_argument("--processes", type=int, default=1, help="server processes on the port (serve --processes)")
     parser.add_argument("--visualize", action="store_true", help="ask for result images too")
     parser.add_argument("--only", choices=["classification", "shitu"], default=None)
     args = parser.parse_args()

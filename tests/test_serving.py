@@ -375,6 +375,38 @@ def test_cli_exposes_serve_both_ways():
         assert unknown.exit_code != 0 and "unknown pipeline 'no_such_pipeline'" in unknown.output, args
 
 
+
+def test_serve_processes_refuses_bad_settings(tmp_path):
+    """Refused before any server process starts (and before any model loads, where it can be)."""
+    from click.testing import CliRunner
+
+    from viewfinder.cli import cli
+
+    runner = CliRunner()
+    zero = runner.invoke(cli, ["serve", "--pipeline", "image_classification", "--processes", "0", "--port", "1"])
+    assert zero.exit_code == 2 and "Serving.processes must be a positive integer, got 0" in zero.output
+    memory = runner.invoke(cli, ["serve", "--pipeline", "PP-ShiTuV2", "--processes", "2", "--memory_index",
+                                 "--port", "1"])
+    assert memory.exit_code == 2 and "memory indexes live inside one process" in memory.output
+    import yaml
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"pipeline_name": "image_classification", "SubModules": {"ImageClassification": {
+        "model_name": "MobileNetV2_x1_0", "weights": str(tmp_path / "missing.pth")}}}))
+    missing = runner.invoke(cli, ["serve", "--pipeline", str(config), "--processes", "2", "--port", "1"])
+    assert missing.exit_code == 2 and "missing.pth" in missing.output  # from the check process, one line
+    assert "Traceback" not in missing.output
+
+
+def test_engine_threads_share_the_cores_between_processes():
+    from viewfinder.engines.threads import physical_cores
+
+    cores = physical_cores()
+    assert ServingConfig(workers=1, processes=1).engine_threads == cores
+    assert ServingConfig(workers=1, processes=cores).engine_threads == 1
+    assert ServingConfig(workers=2, processes=cores * 4).engine_threads == 1
+
+
 # ------------------------------------------------------------------ micro-batcher
 def test_micro_batcher_spreads_bursts_over_workers_and_isolates_failures():
     import asyncio

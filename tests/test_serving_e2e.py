@@ -320,3 +320,59 @@ def test_two_replicas_share_one_data_dir(mobilenet_v2_weights, shared_dir, photo
             replica.stop()
     for replica in replicas:
         assert "Traceback" not in replica.log.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_processes_on_one_port(mobilenet_v2_weights, shared_dir, photos, tmp_path):
+    """``serve --processes 2``: two server processes behind one port, indexes shared through the folder."""
+    config = tmp_path / "shitu.yaml"
+    config.write_text(yaml.safe_dump(detector_config(shared_dir, mobilenet_v2_weights), allow_unicode=True))
+    port = free_port()
+    server = Server([sys.executable, "-m", "viewfinder.cli", "serve", "--pipeline", str(config), "--host", "127.0.0.1",
+                     "--port", str(port), "--data_dir", str(tmp_path / "indexes"), "--processes", "2",
+                     "--log_level", "info"], port, tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S  # /health answers once the first process is up
+        while server.log.read_text().count("Application startup complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        servers = [c for c in _children(server.process.pid)
+                   if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text() and "pipe_handle" in
+                   Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(servers) == 2, server.log.read_text()[-2000:]
+
+        key = server.post("/shitu-index-build", {"imageLabelPairs": [
+            {"image": b64(photos / "horses.jpg"), "label": "horse"}]})["indexKey"]
+        kite = b64(photos / "kite.jpg")
+        added: list[int] = []
+        failures: list[str] = []
+
+        def client(n: int) -> None:
+            try:
+                for i in range(3):
+                    result = server.post("/shitu-index-add", {"indexKey": key, "changedOnly": True,
+                                                              "imageLabelPairs": [{"image": kite, "label": f"k{n}-{i}"}]})
+                    added.extend(result["addedIds"])
+            except (AssertionError, httpx.HTTPError) as exc:
+                failures.append(str(exc))
+
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(300)
+        assert not failures, failures
+        assert sorted(added) == list(range(1, 19))  # 18 adds, each id once, whichever process took it
+        for _ in range(4):  # whichever process answers holds every add
+            info = httpx.get(f"{server.url}/shitu-index/{key}", params={"withIdMap": "true"}, timeout=30).json()
+            assert info["result"]["size"] == 19 and len(info["result"]["idMap"]) == 19
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert "Traceback" not in log and log.count("Started server process") == 2

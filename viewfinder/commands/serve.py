@@ -39,16 +39,20 @@ def register(cli: click.Group) -> None:
     @click.option("--memory_index", is_flag=True, help="Keep indexes in memory only (lost on exit).")
     @click.option("--api_key", default=None, envvar="VIEWFINDER_API_KEY",
                   help="Require this key (Authorization: Bearer KEY or X-API-Key) on every route but /health.")
-    @click.option("--workers", type=int, default=None, help="Inference worker threads (default: physical cores).")
+    @click.option("--workers", type=int, default=None,
+                  help="Inference worker threads per process (default: physical cores // processes).")
+    @click.option("--processes", type=int, default=None,
+                  help="Server processes on the port, each with its own models (default 1; see docs/serving.md).")
     @click.option("--visualize/--no-visualize", default=None, help="Return result images (default: Serving.visualize).")
     @click.option("--random_init", is_flag=True, help="Random weights (for load tests without weight files).")
     @click.option("--log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
     @guarded
     def serve_command(pipeline: str, host: str | None, port: int | None, device: str | None, use_hpip: bool,
                       data_dir: str | None, memory_index: bool, api_key: str | None, workers: int | None,
-                      visualize: bool | None, random_init: bool, log_level: str) -> None:
+                      processes: int | None, visualize: bool | None, random_init: bool, log_level: str) -> None:
         """Serve a pipeline over HTTP with PaddleX's endpoints (FastAPI; OpenAPI at /docs)."""
         run_server(pipeline, host, port, device, use_hpip, data_dir, api_key, memory_index=memory_index,
-                   workers=workers, visualize=visualize, random_init=random_init, log_level=log_level)
+                   workers=workers, processes=processes, visualize=visualize, random_init=random_init,
+                   log_level=log_level)
 
     cli.add_command(serve_command)

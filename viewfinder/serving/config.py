@@ -47,8 +47,10 @@ class ServingConfig:
     max_image_pixels: int = field(default_factory=max_image_pixels)
     max_images_per_request: int = 1000
     url_policy: UrlPolicy = UrlPolicy()
-    #: inference worker threads; engines get ``cores // workers`` threads each
+    #: inference worker threads (per process); engines get ``cores // (workers * processes)`` threads each
     workers: int = field(default_factory=physical_cores)
+    #: server processes on one port (each loads the pipeline; indexes shared through ``data_dir``)
+    processes: int = 1
     #: micro-batching: how long a batch waits for more requests, and its largest size
     batch_window_ms: float = 4.0
     max_batch: int = 8
@@ -59,7 +61,7 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.index_storage not in ("file_system", "memory"):
             raise ConfigError(f"index_storage must be 'file_system' or 'memory', got {self.index_storage!r}")
-        for name in ("workers", "max_batch", "max_body_bytes", "max_image_pixels", "max_images_per_request",
+        for name in ("workers", "processes", "max_batch", "max_body_bytes", "max_image_pixels", "max_images_per_request",
                      "max_concurrency"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -71,8 +73,8 @@ class ServingConfig:
 
     @property
     def engine_threads(self) -> int:
-        """Threads each engine may use so that ``workers`` concurrent forwards fill, not oversubscribe, the cores."""
-        return max(1, physical_cores() // self.workers)
+        """Threads each engine may use so that all processes' concurrent forwards fill, not oversubscribe, the cores."""
+        return max(1, physical_cores() // (self.workers * self.processes))
 
     def with_overrides(self, **values: Any) -> "ServingConfig":
         """A copy with the non-None ``values`` applied (command-line flags)."""
