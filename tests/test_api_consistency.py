@@ -62,3 +62,15 @@ def test_config_override_and_predict_kwargs(photos):
     assert len(result["class_ids"]) == 2  # YAML topk
     result = list(pipeline.predict(str(photos / "coffee.png"), topk=4))[0]
     assert len(result["class_ids"]) == 4  # predict() keyword wins
+
+
+def test_commands_without_models_do_not_load_torch():
+    """`viewfinder --help`, `index info|remove` and the index layer start without torch (~1.5 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, viewfinder, viewfinder.cli, viewfinder.retrieval; "
+            "from viewfinder.commands import index; "
+            "assert 'torch' not in sys.modules, 'torch was imported'; "
+            "assert callable(viewfinder.create_model) and callable(viewfinder.list_models)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
