@@ -66,9 +66,6 @@ def test_config_override_and_predict_kwargs(photos):
 
 def test_commands_without_models_do_not_load_torch():
     """`viewfinder --help`, `index info|remove` and the index layer start without torch (~1.5 s)."""
-    import subprocess
-    import sys
-
     code = ("import sys, viewfinder, viewfinder.cli, viewfinder.retrieval; "
             "from viewfinder.commands import index; "
             "assert 'torch' not in sys.modules, 'torch was imported'; "
