@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from ..io.jpeg_header import read_jpeg_header
-from ..models.preprocess import shrinks_below_half
 from .errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -114,6 +113,8 @@ class CudaJpegDecoder:
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] uint8 (one size) -> [N, 3, h, w] float32 on uint8 levels, the CPU geometry."""
+        from ..models.preprocess import shrinks_below_half  # here: models imports this module
+
         cfg = self.config
         mode = _MODES[cfg.interpolation]
         height, width = images.shape[-2:]
