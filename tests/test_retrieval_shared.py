@@ -141,8 +141,8 @@ def test_two_stores_on_one_data_dir_see_each_others_changes(tmp_path):
     assert first.get(key).id_map == {**{i: f"item{i}" for i in range(4)}, 4: "from-first", 5: "from-second"}
 
     first.update(key, lambda index: index.remove([0]))
-    before, after = second.update(key, lambda index: index.append(_vectors(1, seed=3), ["third"]))
-    assert 0 not in before.id_map and after.id_map[6] == "third"  # the writer started from the disk
+    new_ids, after = second.update(key, lambda index: index.append(_vectors(1, seed=3), ["third"]))
+    assert list(new_ids) == [6] and 0 not in after.id_map and after.id_map[6] == "third"  # started from the disk
 
     served = first.get(key)
     assert first.get(key) is served  # unchanged on disk: no reload

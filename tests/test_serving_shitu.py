@@ -215,6 +215,52 @@ def test_concurrent_writers_and_readers_keep_every_change(client, images):
     assert sorted(int(i) for i in final) == [1, 2, 3, 4, 5, 6]
 
 
+def test_changes_that_queue_up_are_saved_together(client, images, monkeypatch):
+    """A burst of adds (and one bad remove) on one index: every good change lands, in fewer saves."""
+    key = build(client, images)["indexKey"]
+    saves: list[int] = []
+    real_save = IndexData.save
+
+    def counting_save(self, directory):
+        saves.append(len(self))
+        real_save(self, directory)
+
+    monkeypatch.setattr(IndexData, "save", counting_save)
+    start = threading.Barrier(9)
+    answers: dict[str, Any] = {}
+
+    def add(n: int) -> None:
+        start.wait()
+        answers[f"add{n}"] = client.post("/shitu-index-add", json={"indexKey": key, "changedOnly": True,
+                                         "imageLabelPairs": [{"image": images["kite.jpg"], "label": f"kite{n}"}]})
+
+    def bad_remove() -> None:
+        start.wait()
+        answers["remove"] = client.post("/shitu-index-remove", json={"indexKey": key, "ids": [999]})
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(8)] + [threading.Thread(target=bad_remove)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bad = answers.pop("remove")
+    assert 400 <= bad.status_code < 500 and "999" in bad.json()["errorMsg"]
+    added = {}
+    for name, response in answers.items():
+        assert response.status_code == 200, response.text
+        result = response.json()["result"]
+        assert len(result["addedIds"]) == 1 and result["idMap"][str(result["addedIds"][0])] == f"kite{name[3:]}"
+        added[result["addedIds"][0]] = f"kite{name[3:]}"
+    assert sorted(added) == list(range(3, 11))  # each id handed out once
+    print("index sizes saved:", saves)
+    assert len(saves) < 8, saves  # group commits: the adds that queued behind one save shared the next
+    monkeypatch.undo()
+    expected = {0: "cat", 1: "dog", 2: "horse", **added}
+    served = client.get(f"/shitu-index/{key}", params={"withIdMap": "true"}).json()["result"]["idMap"]
+    assert {int(k): v for k, v in served.items()} == expected
+    assert IndexData.load(client.app.state.runtime.store.root / key).id_map == expected
+
+
 def test_failed_save_is_not_acknowledged_and_not_served(client, images, monkeypatch, caplog):
     key = build(client, images)["indexKey"]
 

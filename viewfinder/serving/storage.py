@@ -4,7 +4,8 @@ Durability: a change is acknowledged only after :meth:`IndexData.save` returned,
 writes, fsyncs and renames (crash-safe; see ``viewfinder.retrieval.storage``).
 
 Concurrency, per key: one writer at a time (add, remove, delete hold the key's writer
-lock for their whole run, feature extraction included); readers (infer, info) never wait
+lock for their whole run, feature extraction included); changes that queued up meanwhile
+are applied together and saved once (:meth:`IndexStore.update_many`); readers (infer, info) never wait
 for a writer: they pick up the index currently served. A writer works on a *copy* and
 swaps it in after the save, so a reader never sees a change that is not yet on disk, and a
 failed save leaves the served index as it was. The copy (``IndexData.copy``, a faiss clone)
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RetrievalIndexError
+from ..errors import RetrievalIndexError, ViewfinderError
 from ..retrieval import IndexData
 from ..retrieval.shared_folder import FolderVersion, IndexFolderGone, writer_lock
 from .errors import IndexNotFoundError, ServiceError
@@ -179,11 +180,21 @@ class IndexStore:
         # First use, or changed or deleted by another process: load without waiting for writers.
         return self._fresh(key, served)
 
-    def update(self, key: str, change: Callable[[IndexData], IndexData | Any]) -> tuple[IndexData, IndexData]:
-        """Apply ``change`` to a copy of the index, save it, then serve it; returns (before, after).
+    def update(self, key: str, change: Callable[[IndexData], Any]) -> tuple[Any, IndexData]:
+        """Apply ``change`` to a copy of the index, save it, then serve it; returns (change's value, after)."""
+        (outcome,) = self.update_many(key, [change])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-        ``change`` may mutate the copy in place or return a new index (PaddleX's
-        ``append_index``/``remove_index`` return one).
+    def update_many(self, key: str, changes: list[Callable[[IndexData], Any]]) -> list[Any]:
+        """Apply several changes to one copy and save it **once** (a group commit).
+
+        Each change mutates the index it is given and must leave it unchanged when it raises,
+        as ``IndexData.append``/``remove`` and the pipeline's ``append_index``/``remove_index``
+        do. Returns, per change, either ``(its return value, the index after the commit)`` or
+        the :class:`~viewfinder.errors.ViewfinderError` it raised; the others still land. A
+        failed save fails them all (ServiceError) and changes nothing.
         """
         _check_key(key)
         with self._writer(key):
@@ -193,14 +204,20 @@ class IndexStore:
                         served = self._served.get(key)
                     before = served.index if served is not None and served.is_current() else self._fresh(key, served)
                     working = before.copy()
-                    result = change(working)
-                    after = result if isinstance(result, IndexData) else working
-                    self._serve(key, after, self._save(key, after))
+                    values: list[Any] = []
+                    for change in changes:
+                        try:
+                            values.append(change(working))
+                        except ViewfinderError as exc:  # this request's mistake; the copy is as it was
+                            values.append(exc)
+                    if all(isinstance(v, BaseException) for v in values):
+                        return values  # nothing to save
+                    self._serve(key, working, self._save(key, working))
             except IndexFolderGone:
                 with self._mutex:
                     self._served.pop(key, None)
                 raise _not_found(key) from None
-        return before, after
+        return [v if isinstance(v, BaseException) else (v, working) for v in values]
 
     def delete(self, key: str) -> None:
         _check_key(key)

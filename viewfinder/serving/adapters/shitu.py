@@ -11,19 +11,22 @@ The pipeline is used through PaddleX's Python API only::
 Like PaddleX's service, indexes are built Flat + IP (so removal works). Unlike it, a
 box whose recognition was rejected (``labels == [None]``) gets an empty ``recResults``
 instead of a 500 (PaddleX #3390), and writers to one index queue in the event loop, not
-on worker threads, so they never starve recognition requests of workers.
+on worker threads, so they never starve recognition requests of workers; the changes that
+queued during one commit are applied together and saved once (a group commit).
 """
 from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import ConfigError, ViewfinderError
 from ...results import to_jsonable
+from ..errors import ServiceError
 from ..images import decode_bgr
 from ..schemas import (
     AddImagesToIndexRequest,
@@ -43,6 +46,9 @@ from ..schemas import (
 from ..security import INDEX_KEY_PATTERN
 from .base import WARMUP_BGR, PipelineAdapter, failed
 
+if TYPE_CHECKING:
+    from ...retrieval import IndexData
+
 REQUIRED_METHODS = ("build_index", "append_index", "remove_index", "predict")
 PathKey = Annotated[str, Path(pattern=INDEX_KEY_PATTERN, max_length=128)]
 
@@ -60,6 +66,11 @@ def detected_objects(result: Any) -> list[DetectedObject]:
     return objects
 
 
+def _require_in_place(result: Any, index: IndexData, method: str) -> None:
+    if result is not None and result is not index:  # PaddleX's API allows it; a commit needs the change in place
+        raise ServiceError(f"the pipeline's {method} returned a new index instead of changing the one it was given")
+
+
 class ShiTuAdapter(PipelineAdapter):
     pipeline_names = ("PP-ShiTuV2",)
 
@@ -73,6 +84,7 @@ class ShiTuAdapter(PipelineAdapter):
         # batch would only make requests wait for each other: one request per worker call.
         self.batcher = runtime.batcher(self._infer_batch, max_batch=1)
         self._writers: dict[tuple[int, str], asyncio.Lock] = {}
+        self._queued: dict[tuple[int, str], list[tuple[Callable[[IndexData], Any], asyncio.Future]]] = {}
 
     # ------------------------------------------------------------------ helpers
     def _writer(self, key: str) -> asyncio.Lock:
@@ -102,24 +114,57 @@ class ShiTuAdapter(PipelineAdapter):
         key = self.store.create(index)
         return BuildIndexResult(indexKey=key, idMap=index.id_map)
 
-    def _add(self, key: str, datas: list[bytes], labels: list[str], changed_only: bool) -> IndexChangeResult:
-        images = [decode_bgr(d) for d in datas]
-        before, after = self.store.update(
-            key, lambda index: self.pipeline.append_index(images, labels, index, **self._quiet("append_index")))
-        if not changed_only:
-            return IndexChangeResult(idMap=after.id_map)
-        added = list(range(before.next_id, after.next_id))
-        id_map = {i: label for i, label in zip(added, after.get_labels(added)) if label is not None}
-        return IndexChangeResult(idMap=id_map, addedIds=list(id_map), indexSize=len(after))
+    def _add_change(self, datas: list[bytes], labels: list[str]) -> Callable[[IndexData], dict[int, str]]:
+        """The change an add makes (run inside a commit): decode, embed, append; returns {new id: label}."""
+        def change(index: IndexData) -> dict[int, str]:
+            first = index.next_id
+            result = self.pipeline.append_index([decode_bgr(d) for d in datas], labels, index,
+                                                **self._quiet("append_index"))
+            _require_in_place(result, index, "append_index")
+            added = list(range(first, index.next_id))
+            return {i: label for i, label in zip(added, index.get_labels(added)) if label is not None}
+        return change
 
-    def _remove(self, key: str, ids: list[int], changed_only: bool) -> IndexChangeResult:
-        before, after = self.store.update(key, lambda index: self.pipeline.remove_index(ids, index))
+    def _remove_change(self, ids: list[int]) -> Callable[[IndexData], dict[int, str]]:
+        """The change a remove makes; returns {removed id: its label}."""
+        def change(index: IndexData) -> dict[int, str]:
+            wanted = sorted(set(ids))
+            labels = index.get_labels(wanted)
+            _require_in_place(self.pipeline.remove_index(ids, index), index, "remove_index")
+            return {i: label for i, label, now in zip(wanted, labels, index.get_labels(wanted))
+                    if label is not None and now is None}
+        return change
+
+    async def _commit(self, key: str, change: Callable[[IndexData], Any]) -> tuple[Any, IndexData]:
+        """Queue ``change`` for ``key``. While one commit runs, the changes that arrive wait here,
+        in the event loop; the next commit applies all of them and saves the index once
+        (``IndexStore.update_many``): on a large index the save, not the change, is the cost."""
+        loop = asyncio.get_running_loop()
+        slot = (id(loop), key)
+        future: asyncio.Future = loop.create_future()
+        self._queued.setdefault(slot, []).append((change, future))
+        async with self._writer(key):
+            if not future.done():  # not committed by an earlier holder: commit everything queued
+                batch = self._queued.pop(slot, [])
+                try:
+                    outcomes = await self.runtime.pool.execute(self.store.update_many, key, [c for c, _ in batch])
+                except Exception as exc:  # unknown key, failed save: every change in the batch
+                    outcomes = [exc] * len(batch)
+                for (_, waiting), outcome in zip(batch, outcomes):
+                    if waiting.done():  # its request was cancelled
+                        continue
+                    if isinstance(outcome, BaseException):
+                        waiting.set_exception(outcome)
+                    else:
+                        waiting.set_result(outcome)
+        return await future
+
+    @staticmethod
+    def _change_result(changed: dict[int, str], after: IndexData, changed_only: bool, ids_field: str
+                       ) -> IndexChangeResult:
         if not changed_only:
             return IndexChangeResult(idMap=after.id_map)
-        wanted = sorted(set(ids))
-        gone = {i: label for i, label, now in zip(wanted, before.get_labels(wanted), after.get_labels(wanted))
-                if label is not None and now is None}
-        return IndexChangeResult(idMap=gone, removedIds=list(gone), indexSize=len(after))
+        return IndexChangeResult(idMap=changed, indexSize=len(after), **{ids_field: list(changed)})
 
     def _infer_batch(self, items: list[tuple[bytes, bool, tuple[Any, ...]]]) -> list[Any]:
         key, det_threshold, rec_threshold, hamming_radius, topk = items[0][2]  # batches share these
@@ -165,17 +210,15 @@ class ShiTuAdapter(PipelineAdapter):
             await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
             datas = await runtime.read_images([pair.image for pair in body.imageLabelPairs])
             labels = [pair.label for pair in body.imageLabelPairs]
-            async with self._writer(body.indexKey):
-                result = await runtime.pool.execute(self._add, body.indexKey, datas, labels, body.changedOnly)
-            return runtime.ok(request, result)
+            added, after = await self._commit(body.indexKey, self._add_change(datas, labels))
+            return runtime.ok(request, self._change_result(added, after, body.changedOnly, "addedIds"))
 
         @app.post("/shitu-index-remove", operation_id="removeImagesFromIndex", tags=tags,
                   response_model=ResultResponse[IndexChangeResult])
         async def remove_images(body: RemoveImagesFromIndexRequest, request: Request):
             """Remove ids from an index (ids are never reused)."""
-            async with self._writer(body.indexKey):
-                result = await runtime.pool.execute(self._remove, body.indexKey, body.ids, body.changedOnly)
-            return runtime.ok(request, result)
+            removed, after = await self._commit(body.indexKey, self._remove_change(body.ids))
+            return runtime.ok(request, self._change_result(removed, after, body.changedOnly, "removedIds"))
 
         @app.post("/shitu-infer", operation_id="infer", tags=tags, response_model=ResultResponse[ShiTuInferResult])
         async def infer(body: ShiTuInferRequest, request: Request):
