@@ -1,6 +1,7 @@
 """PP-ShiTuV2 pipeline with real weights (MobileNetV2 features) and the real CenterNet detector."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -263,3 +264,28 @@ def test_a_malformed_feature_model_record_is_refused_on_load(built, tmp_path):
     yaml_file.write_text(text.replace(block.group(0), "feature_model: oops\n"), encoding="utf-8")
     with pytest.raises(RetrievalIndexError, match="feature_model must be a mapping"):
         IndexData.load(tmp_path / "idx")
+
+
+def test_embed_gallery_then_append_embedding_equals_append_index(whole_image_pipeline, built, opencv_photos):
+    """The two halves of append_index (a service embeds outside its index lock) give the same index."""
+    extra = [str(opencv_photos / b) for _, b in PAIRS[:2]] + [str(opencv_photos / "no_such.jpg")]
+    whole = IndexData.from_bytes(built.to_bytes())
+    whole_image_pipeline.append_index(extra, ["a", "b", "c"], whole, show_progress=False)
+
+    halves = IndexData.from_bytes(built.to_bytes())
+    embedding = whole_image_pipeline.embed_gallery(extra, ["a", "b", "c"], show_progress=False)
+    assert embedding.features.shape == (2, 1280) and embedding.labels == ["a", "b"]
+    assert len(embedding.skipped) == 1 and "no_such.jpg" in embedding.skipped[0]  # reported, not fatal
+    assert len(halves) == len(built)  # embedding touched no index
+    returned = whole_image_pipeline.append_embedding(embedding, halves)
+    assert returned is halves and whole_image_pipeline.last_report.added == 2
+    assert halves.to_bytes() == whole.to_bytes()
+
+    foreign = dataclasses.replace(embedding, feature_model={"model_name": "EfficientNet_B0", "feature_dim": 1280})
+    with pytest.raises(ConfigError, match="come from EfficientNet_B0"):
+        whole_image_pipeline.append_embedding(foreign, halves)
+    other = IndexData.from_bytes(built.to_bytes())
+    other.feature_model = {"model_name": "EfficientNet_B0", "feature_dim": 1280}
+    with pytest.raises(ConfigError, match="built with EfficientNet_B0"):
+        whole_image_pipeline.append_embedding(embedding, other)
+    assert len(other) == len(built) and len(halves) == len(built) + 2

@@ -65,6 +65,21 @@ class GalleryReport:
     skipped: list[str] = field(default_factory=list)
 
 
+@dataclass
+class GalleryEmbedding:
+    """Gallery images turned into features by :meth:`ShiTuV2Pipeline.embed_gallery`.
+
+    ``append_embedding`` adds it to an index; the split lets a service embed outside its
+    index lock (the slow half) and hold the lock only to append and save.
+    """
+
+    features: np.ndarray
+    labels: list[str]
+    metadata: list[dict[str, Any]]
+    skipped: list[str]
+    feature_model: dict[str, Any]
+
+
 def _is_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
 
@@ -250,11 +265,24 @@ class ShiTuV2Pipeline(BasePipeline):
     def append_index(self, gallery_imgs: Any, gallery_label: Any, index: Any, show_progress: bool = True):
         """Add images to ``index`` (an IndexData or folder); type and metric come from the index."""
         target = self._load_index(index)
-        self._check_index(target)
+        self._check_index(target)  # before the slow part
+        return self.append_embedding(self.embed_gallery(gallery_imgs, gallery_label, show_progress), target)
+
+    def embed_gallery(self, gallery_imgs: Any, gallery_label: Any, show_progress: bool = True) -> GalleryEmbedding:
+        """Embed gallery images (any form ``append_index`` takes) without touching an index."""
         sources, labels, paths, skipped = self._gallery(gallery_imgs, gallery_label)
         features, kept, metadata = self._embed_gallery(sources, labels, paths, skipped, show_progress)
-        target.append(features, kept, metadata=metadata)
-        self.last_report = GalleryReport(added=len(kept), skipped=skipped)
+        return GalleryEmbedding(features, kept, metadata, skipped, self._feature_model())
+
+    def append_embedding(self, embedding: GalleryEmbedding, index: Any):
+        """Add an :meth:`embed_gallery` result to ``index`` (an IndexData or folder); returns the index."""
+        if embedding.feature_model != self._feature_model():
+            raise ConfigError(f"these features come from {embedding.feature_model.get('model_name')}, not this "
+                              f"pipeline's {self.recognizer.model_name}: embed them with this pipeline")
+        target = self._load_index(index)
+        self._check_index(target)
+        target.append(embedding.features, embedding.labels, metadata=embedding.metadata)
+        self.last_report = GalleryReport(added=len(embedding.labels), skipped=list(embedding.skipped))
         return target
 
     def remove_index(self, remove_ids: Any, index: Any):

@@ -7,6 +7,8 @@ The pipeline is used through PaddleX's Python API only::
     remove_index(remove_ids: list[int], index: IndexData) -> IndexData
     predict(input, index=IndexData, det_threshold=, rec_threshold=, rec_topk=, [hamming_radius=])
         -> results with boxes: [{coordinate, det_score, labels, rec_scores}]
+    [embed_gallery(gallery_imgs, gallery_label) -> embedding; append_embedding(embedding, index)]
+        (ours, optional: adds then embed outside the index's commit)
 
 Like PaddleX's service, indexes are built Flat + IP (so removal works). Unlike it, a
 box whose recognition was rejected (``labels == [None]``) gets an empty ``recResults``
@@ -114,13 +116,29 @@ class ShiTuAdapter(PipelineAdapter):
         key = self.store.create(index)
         return BuildIndexResult(indexKey=key, idMap=index.id_map)
 
-    def _add_change(self, datas: list[bytes], labels: list[str]) -> Callable[[IndexData], dict[int, str]]:
-        """The change an add makes (run inside a commit): decode, embed, append; returns {new id: label}."""
+    def _embed(self, datas: list[bytes], labels: list[str]) -> Any:
+        return self.pipeline.embed_gallery([decode_bgr(d) for d in datas], labels, **self._quiet("embed_gallery"))
+
+    async def _add_change(self, datas: list[bytes], labels: list[str]) -> Callable[[IndexData], dict[int, str]]:
+        """The change an add makes (run inside a commit); returns {new id: label}.
+
+        Pipelines with ``embed_gallery``/``append_embedding`` (ours) embed here, on a worker and
+        in parallel with other requests; the commit then only appends. Others embed in the commit.
+        """
+        if callable(getattr(self.pipeline, "embed_gallery", None)) and \
+                callable(getattr(self.pipeline, "append_embedding", None)):
+            embedding = await self.runtime.pool.execute(self._embed, datas, labels)
+
+            def apply(index: IndexData) -> Any:
+                return self.pipeline.append_embedding(embedding, index)
+        else:
+            def apply(index: IndexData) -> Any:
+                return self.pipeline.append_index([decode_bgr(d) for d in datas], labels, index,
+                                                  **self._quiet("append_index"))
+
         def change(index: IndexData) -> dict[int, str]:
             first = index.next_id
-            result = self.pipeline.append_index([decode_bgr(d) for d in datas], labels, index,
-                                                **self._quiet("append_index"))
-            _require_in_place(result, index, "append_index")
+            _require_in_place(apply(index), index, "append_index")
             added = list(range(first, index.next_id))
             return {i: label for i, label in zip(added, index.get_labels(added)) if label is not None}
         return change
@@ -210,7 +228,7 @@ class ShiTuAdapter(PipelineAdapter):
             await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
             datas = await runtime.read_images([pair.image for pair in body.imageLabelPairs])
             labels = [pair.label for pair in body.imageLabelPairs]
-            added, after = await self._commit(body.indexKey, self._add_change(datas, labels))
+            added, after = await self._commit(body.indexKey, await self._add_change(datas, labels))
             return runtime.ok(request, self._change_result(added, after, body.changedOnly, "addedIds"))
 
         @app.post("/shitu-index-remove", operation_id="removeImagesFromIndex", tags=tags,
