@@ -305,3 +305,40 @@ def test_corrupt_stored_index_is_a_500_and_listed_with_its_error(pipeline, image
         assert str(tmp_path) not in response.text
         (row,) = second.get("/shitu-indexes").json()["result"]["indexes"]
         assert row["indexKey"] == key and "cannot be loaded" in row["error"]
+
+
+def test_group_commit_survives_a_cancelled_request():
+    """If the request that runs a commit is cancelled (client gone, shutdown), the commit still
+    finishes and answers every request that queued behind it: none waits forever."""
+    import asyncio
+    import time as _time
+    from types import SimpleNamespace
+
+    from viewfinder.serving.adapters.shitu import ShiTuAdapter
+    from viewfinder.serving.batching import WorkerPool
+
+    commits: list[int] = []
+
+    class SlowStore:
+        def update_many(self, key, changes):
+            _time.sleep(0.2)  # a save
+            commits.append(len(changes))
+            return [(change(None), "after") for change in changes]
+
+    adapter = ShiTuAdapter.__new__(ShiTuAdapter)
+    adapter.store, adapter.runtime = SlowStore(), SimpleNamespace(pool=WorkerPool(2))
+    adapter._writers, adapter._queued = {}, {}
+
+    async def scenario():
+        first = asyncio.create_task(adapter._commit("k", lambda index: "first"))
+        await asyncio.sleep(0.05)  # the first commit (0.2 s) is running; three more queue behind it
+        queued = [asyncio.create_task(adapter._commit("k", lambda index, n=n: f"queued{n}")) for n in range(3)]
+        await asyncio.sleep(0.25)  # the first is answered; queued[0] now runs the commit of all three
+        queued[0].cancel()
+        rest = await asyncio.wait_for(asyncio.gather(*queued[1:]), timeout=10)
+        return await first, rest, queued[0]
+
+    first, rest, cancelled = asyncio.run(scenario())
+    assert first[0] == "first" and cancelled.cancelled()
+    assert [value for value, _ in rest] == ["queued1", "queued2"]
+    assert commits == [1, 3]  # the three that queued shared one commit, which the cancel did not stop

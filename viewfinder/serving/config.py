@@ -61,8 +61,8 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.index_storage not in ("file_system", "memory"):
             raise ConfigError(f"index_storage must be 'file_system' or 'memory', got {self.index_storage!r}")
-        for name in ("workers", "processes", "max_batch", "max_body_bytes", "max_image_pixels", "max_images_per_request",
-                     "max_concurrency"):
+        for name in ("workers", "processes", "max_batch", "max_body_bytes", "max_image_pixels",
+                     "max_images_per_request", "max_concurrency"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"Serving.{name} must be a positive integer, got {value!r}")

@@ -85,7 +85,6 @@ def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = N
         if shitu and config.index_storage == "memory":
             raise ConfigError("memory indexes live inside one process: with processes > 1 keep them in a "
                               "folder the processes share (--data_dir), not --memory_index")
-    if config.processes > 1:
         spec = _process_spec(str(pipeline), config, device, use_hpip, log_level, create_kwargs)
         _check_in_subprocess(spec)
         os.environ[PROCESS_SPEC_ENV] = spec

@@ -162,20 +162,24 @@ class ShiTuAdapter(PipelineAdapter):
         future: asyncio.Future = loop.create_future()
         self._queued.setdefault(slot, []).append((change, future))
         async with self._writer(key):
-            if not future.done():  # not committed by an earlier holder: commit everything queued
-                batch = self._queued.pop(slot, [])
-                try:
-                    outcomes = await self.runtime.pool.execute(self.store.update_many, key, [c for c, _ in batch])
-                except Exception as exc:  # unknown key, failed save: every change in the batch
-                    outcomes = [exc] * len(batch)
-                for (_, waiting), outcome in zip(batch, outcomes):
-                    if waiting.done():  # its request was cancelled
-                        continue
-                    if isinstance(outcome, BaseException):
-                        waiting.set_exception(outcome)
-                    else:
-                        waiting.set_result(outcome)
+            batch = self._queued.pop(slot, [])  # everything queued, ours included unless taken already
+            if batch:
+                # Shielded: if this request is cancelled, the commit still runs and answers the others.
+                await asyncio.shield(self._run_batch(key, batch))
         return await future
+
+    async def _run_batch(self, key: str, batch: list[tuple[Callable[[IndexData], Any], asyncio.Future]]) -> None:
+        try:
+            outcomes = await self.runtime.pool.execute(self.store.update_many, key, [c for c, _ in batch])
+        except Exception as exc:  # unknown key, failed save: every change in the batch
+            outcomes = [exc] * len(batch)
+        for (_, waiting), outcome in zip(batch, outcomes):
+            if waiting.done():  # its request was cancelled
+                continue
+            if isinstance(outcome, BaseException):
+                waiting.set_exception(outcome)
+            else:
+                waiting.set_result(outcome)
 
     @staticmethod
     def _change_result(changed: dict[int, str], after: IndexData, changed_only: bool, ids_field: str
