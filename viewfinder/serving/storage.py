@@ -8,8 +8,9 @@ lock while they change, save and swap; the service embeds images before); change
 queued up meanwhile are applied together and saved once (:meth:`IndexStore.update_many`).
 Readers (infer, info) never wait for a writer: they pick up the index currently served. A
 writer works on a *copy* and swaps it in after the save, so a reader never sees a change
-that is not yet on disk, and a failed save leaves the served index as it was. The copy (``IndexData.copy``, a faiss clone)
-costs a fraction of the save; both are O(index size); searches lock the IndexData itself.
+that is not yet on disk, and a failed save leaves the served index as it was. The copy
+(``IndexData.copy``, a faiss clone) costs a fraction of the save; both are O(index size);
+searches lock the IndexData itself.
 
 Replicas: several server processes (on one machine, or on several with a shared file
 system) may serve the same ``data_dir``. Writers also take the folder's cross-process
