@@ -14,7 +14,7 @@ from PIL import Image
 
 from test_bad_inputs import bomb_png
 from viewfinder import create_pipeline
-from viewfinder.errors import ConfigError
+from viewfinder.errors import ConfigError, ViewfinderError
 from viewfinder.serving import ServingConfig, UrlPolicy, create_app
 from viewfinder.serving.config import from_pipeline_config
 from viewfinder.serving.security import address_refusal
@@ -442,3 +442,18 @@ def test_micro_batcher_spreads_bursts_over_workers_and_isolates_failures():
     assert all(len({i % 2 for i in batch}) == 1 for batch in seen)  # one key per batch
     assert max(len(batch) for batch in seen) <= 3  # 6 queued per key, 2 workers: at most half each
     assert sorted(i for batch in seen for i in batch) == list(range(12))
+
+
+def test_base64_may_be_wrapped_or_url_safe():
+    from viewfinder.serving.images import decode_base64
+
+    payload = bytes(range(256)) * 40
+    text = base64.b64encode(payload).decode()
+    wrapped = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))  # MIME line length
+    assert decode_base64(wrapped) == payload
+    assert decode_base64(" \t" + wrapped.replace("\r\n", "\n ") + "\x0b\x0c") == payload
+    assert decode_base64(base64.urlsafe_b64encode(payload).decode().rstrip("=")) == payload
+    assert decode_base64("data:image/png;base64," + text) == payload
+    for bad in ("abc$", "é" + text):
+        with pytest.raises(ViewfinderError, match="neither an http"):
+            decode_base64(bad)
