@@ -416,8 +416,9 @@ class IndexData:
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write ``vector.index`` + ``id_map.yaml`` into ``directory``, crash-safely."""
-        payload, doc = self._snapshot()
-        storage.save_folder(directory, payload, doc)
+        with self._lock.read():
+            apply_thread_cap()
+            storage.save_folder(directory, lambda path: faiss.write_index(self._index, str(path)), self._doc())
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> "IndexData":
@@ -440,25 +441,28 @@ class IndexData:
     def _snapshot(self) -> tuple[np.ndarray, dict[str, Any]]:
         with self._lock.read():
             apply_thread_cap()
-            payload = faiss.serialize_index(self._index)
-            metadata, metadata_json = {}, {}
-            for i, m in self._metadata.items():
-                if isinstance(m, str):
-                    metadata[i] = m
-                else:
-                    metadata_json[i] = json.dumps(m, ensure_ascii=False, allow_nan=False)
-            doc: dict[str, Any] = {
-                "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                "index_type": self._index_type, "metric_type": self._metric_type,
-                "dim": self._dim, "size": len(self._labels), "ntotal": int(self._index.ntotal),
-                "next_id": self._next_id, "params": self._params.to_dict(),
-                "deleted_ids": sorted(self._deleted),
-                "metadata": metadata, "metadata_json": metadata_json,
-                "id_map": dict(self._labels),
-            }
-            if self._feature_model is not None:
-                doc["feature_model"] = dict(self._feature_model)
-        return payload, doc
+            return faiss.serialize_index(self._index), self._doc()
+
+    def _doc(self) -> dict[str, Any]:
+        """Everything but the vectors, as saved next to them (caller holds the lock)."""
+        metadata, metadata_json = {}, {}
+        for i, m in self._metadata.items():
+            if isinstance(m, str):
+                metadata[i] = m
+            else:
+                metadata_json[i] = json.dumps(m, ensure_ascii=False, allow_nan=False)
+        doc: dict[str, Any] = {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "index_type": self._index_type, "metric_type": self._metric_type,
+            "dim": self._dim, "size": len(self._labels), "ntotal": int(self._index.ntotal),
+            "next_id": self._next_id, "params": self._params.to_dict(),
+            "deleted_ids": sorted(self._deleted),
+            "metadata": metadata, "metadata_json": metadata_json,
+            "id_map": dict(self._labels),
+        }
+        if self._feature_model is not None:
+            doc["feature_model"] = dict(self._feature_model)
+        return doc
 
     @classmethod
     def _from_parts(cls, index: faiss.Index, doc: Any, where: str) -> "IndexData":
