@@ -21,10 +21,11 @@ DIM = 16
 
 # Each child appends one vector per cycle: load, append, save under the writer lock.
 APPENDER = textwrap.dedent("""
+    import os
     import sys
+    import time
     import numpy as np
     from viewfinder.retrieval import IndexData, writer_lock
-    import os, time
     folder, name, cycles, locked = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
     rng = np.random.default_rng(abs(hash(name)) % 1000)
     open(f"{folder}.ready-{name}", "w").close()
