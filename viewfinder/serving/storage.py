@@ -201,10 +201,7 @@ class IndexStore:
         with self._writer(key):
             try:
                 with self._folder_writer(key):
-                    with self._mutex:
-                        served = self._served.get(key)
-                    before = served.index if served is not None and served.is_current() else self._fresh(key, served)
-                    working = before.copy()
+                    working = self.get(key).copy()  # what is on disk: another replica may have saved
                     values: list[Any] = []
                     for change in changes:
                         try:
