@@ -82,17 +82,17 @@ class FolderVersion:
         self.path = Path(directory) / VECTOR_FILE
         self._fd = -1
         try:
-            self._fd = os.open(self.path, os.O_RDONLY)
-            st = os.fstat(self._fd)
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+                st = os.fstat(self._fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                st = os.stat(self.path)  # out of descriptors
         except FileNotFoundError:
             raise IndexFolderGone(f"index folder has no {VECTOR_FILE}: {self.path.parent}") from None
         except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise RetrievalIndexError(f"cannot open {self.path}: {exc}") from exc
-            try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
-                raise IndexFolderGone(f"index folder has no {VECTOR_FILE}: {self.path.parent}") from None
+            raise RetrievalIndexError(f"cannot open {self.path}: {exc}") from exc
         self._id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     @property
