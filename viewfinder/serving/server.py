@@ -160,5 +160,4 @@ def process_app() -> Any:
     from .app import create_app
 
     runner, config = _load_from_spec(os.environ[PROCESS_SPEC_ENV])
-    raise_open_file_limit()
-    return create_app(runner, config, warmup=True)
+    return create_app(runner, config, warmup=True)  # the open-file limit is inherited from serve()
