@@ -63,7 +63,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (best effort where folders cannot be opened)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms that cannot open folders
@@ -122,7 +123,7 @@ def _tidy(directory: Path) -> None:
             os.replace(pending, directory / YAML_FILE)  # crash after step 3: roll forward
         else:
             pending.unlink()
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def _fsync_and_hash(path: Path) -> tuple[int, str]:
@@ -164,11 +165,11 @@ def save_folder(directory: str | os.PathLike[str], write_vectors: Callable[[Path
                                            "ntotal": int(doc.get("ntotal", 0))}}
             temps.append(_write_temp(d, idmap_yaml.dump(doc).encode("utf-8")))
             os.replace(temps[1], d / PENDING_FILE)
-            _fsync_dir(d)
+            fsync_dir(d)
             os.replace(temps[0], d / VECTOR_FILE)
-            _fsync_dir(d)
+            fsync_dir(d)
             os.replace(d / PENDING_FILE, d / YAML_FILE)
-            _fsync_dir(d)
+            fsync_dir(d)
     except OSError as exc:
         raise RetrievalIndexError(f"could not save index to {d}: {exc}") from exc
     finally:

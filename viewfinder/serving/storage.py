@@ -35,6 +35,7 @@ from typing import Any
 from ..errors import RetrievalIndexError, ViewfinderError
 from ..retrieval import IndexData
 from ..retrieval.shared_folder import FolderVersion, IndexFolderGone, writer_lock
+from ..retrieval.storage import fsync_dir
 from .errors import IndexNotFoundError, ServiceError
 from .security import valid_index_key
 
@@ -231,7 +232,7 @@ class IndexStore:
                     # One rename takes it out of the listing atomically; the files go afterwards.
                     trash = self.root / f"{_TRASH_PREFIX}{key}-{uuid.uuid4().hex}"
                     os.replace(self._folder(key), trash)
-                    _fsync_dir(self.root)
+                    fsync_dir(self.root)
             except IndexFolderGone:
                 raise _not_found(key) from None
             shutil.rmtree(trash, ignore_errors=True)
@@ -265,15 +266,3 @@ class IndexStore:
             except ServiceError as exc:  # unreadable folder: list it, say why
                 yield {"indexKey": key, "error": str(exc)}
 
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
