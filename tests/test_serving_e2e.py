@@ -75,6 +75,15 @@ class Server:
                 self.kill()
 
 
+def run_clients(client, count: int, timeout: float = 300) -> None:
+    """``client(n)`` for n in 0..count-1, all at once; returns when every one has."""
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+
+
 def b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -291,11 +300,7 @@ def test_two_replicas_share_one_data_dir(mobilenet_v2_weights, shared_dir, photo
             except (AssertionError, httpx.HTTPError) as exc:
                 failures.append(f"client {n}: {exc}")
 
-        clients = [threading.Thread(target=client, args=(n,)) for n in range(4)]
-        for t in clients:
-            t.start()
-        for t in clients:
-            t.join(300)
+        run_clients(client, 4)
         assert not failures, failures
         assert len(acked) == 16 and len(removed) == 4
 
@@ -362,11 +367,7 @@ def test_processes_on_one_port(mobilenet_v2_weights, shared_dir, photos, tmp_pat
             except (AssertionError, httpx.HTTPError) as exc:
                 failures.append(str(exc))
 
-        clients = [threading.Thread(target=client, args=(n,)) for n in range(6)]
-        for t in clients:
-            t.start()
-        for t in clients:
-            t.join(300)
+        run_clients(client, 6)
         assert not failures, failures
         assert sorted(added) == list(range(1, 19))  # 18 adds, each id once, whichever process took it
         for _ in range(4):  # whichever process answers holds every add
