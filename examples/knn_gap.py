@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from viewfinder.datasets import load_dataset
+from viewfinder.models import load_network
 from viewfinder.models.feature import l2_normalize
 from viewfinder.training.evaluate import Evaluator
-from viewfinder.training.network import load_base
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("dataset_dir")
     args = parser.parse_args()
 
-    base = load_base(None, args.model_dir, pretrained=False)
+    base = load_network(None, args.model_dir, pretrained=False)
     network = base.module.eval()
     evaluator = Evaluator(load_dataset(Path(args.dataset_dir), "ShiTuRecDataset"), base.preprocess, 128, progress=False)
 

@@ -13,7 +13,8 @@ from viewfinder.io import DecodedImage
 from viewfinder.models import get_spec, list_models
 from viewfinder.models.detection import DetResult, NMSConfig, multiclass_nms, to_original_pixels
 from viewfinder.models.factory import create_model
-from viewfinder.models.feature import FeaturePredictor, FeatureResult, create_feature_model
+from viewfinder.models import create_feature_model
+from viewfinder.models.feature import FeaturePredictor, FeatureResult
 
 PADDLEX_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/"
 

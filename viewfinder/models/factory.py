@@ -1,7 +1,6 @@
 """``create_model``: a name (or saved model dir) -> a ready predictor."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,24 +8,23 @@ from ..device import resolve_device
 from ..engines.export import weights_hash
 from ..engines.select import build_engine
 from ..engines.torch_engine import set_cpu_threads
-from ..errors import ConfigError, ViewfinderError
+from ..errors import ConfigError
 from .classification import ClassificationPredictor
-from .labels import load_labels
-from .model_dir import read_model_dir
+from .detection import DetectionPredictor
+from .feature import FEATURE_TASK, FeaturePredictor
+from .loader import load_network
+from .multilabel import MultiLabelPredictor
 from .predictor import BasePredictor
-from .preprocess import PreprocessConfig, Preprocessor
-from .registry import get_spec
-from .weights import load_weights_file, resolve_default_weights
+from .preprocess import Preprocessor
 
-log = logging.getLogger(__name__)
-
-_PREDICTORS: dict[str, type[BasePredictor]] = {
+#: task -> the predictor that runs it (static, like Ultralytics' task map: the zoo declares
+#: specs only, so a new task is one line here plus its predictor module)
+PREDICTORS: dict[str, type[BasePredictor]] = {
     "image_classification": ClassificationPredictor,
+    "image_multilabel_classification": MultiLabelPredictor,
+    FEATURE_TASK: FeaturePredictor,
+    "mainbody_detection": DetectionPredictor,
 }
-
-
-def register_predictor(task: str, predictor: type[BasePredictor]) -> None:
-    _PREDICTORS[task] = predictor
 
 
 def create_model(
@@ -61,69 +59,46 @@ def create_model(
     """
     if model_name is None and model_dir is None:
         raise ConfigError("create_model needs a model_name or a model_dir")
-    dir_config = read_model_dir(model_dir) if model_dir is not None else None
-    if dir_config is not None and model_name is not None and model_name != dir_config["model_name"]:
-        log.info("model_dir %s holds %s; using it for %s", model_dir, dir_config["model_name"], model_name)
-    spec = get_spec(dir_config["model_name"] if dir_config else str(model_name))
     torch_device = resolve_device(device)
     set_cpu_threads(cpu_threads)
+    network = load_network(model_name, model_dir, weights, pretrained)
+    spec = network.spec
 
-    num_classes = int(dir_config.get("num_classes", spec.num_classes)) if dir_config else spec.num_classes
-    try:
-        module = spec.builder(num_classes=num_classes, **spec.build_kwargs)
-    except ViewfinderError:
-        raise
-    except Exception as exc:  # a timm build failure is our bug, but say which model
-        raise ViewfinderError(f"building {spec.name} failed: {exc}") from exc
-
-    if weights is not None:
-        load_weights_file(module, Path(weights), spec)
-    elif dir_config is not None:
-        load_weights_file(module, Path(dir_config["weights_path"]), spec)
-    elif pretrained:
-        resolve_default_weights(spec, module)
-
-    if dir_config and dir_config.get("preprocess"):
-        preprocess_config = PreprocessConfig.from_dict(dir_config["preprocess"])
-    else:
-        preprocess_config = spec.preprocess
-    if dir_config and dir_config.get("labels"):
-        labels = list(dir_config["labels"])
-    else:
-        labels = list(load_labels(spec.labels)) if spec.labels else None
-    defaults = dict(dir_config.get("postprocess") or {}) if dir_config else {}
-
-    # A fine-tuned model dir records the task it was trained for (a classifier fine-tuned for
-    # recognition or multi-label keeps its zoo architecture's name but not its task).
-    predictor_task = task or (str(dir_config["task"]) if dir_config and dir_config.get("task") else spec.task)
-    predictor_cls = _PREDICTORS.get(predictor_task)
+    predictor_task = task or network.task
+    predictor_cls = PREDICTORS.get(predictor_task)
     if predictor_cls is None:
         raise ConfigError(f"{spec.name}: task {predictor_task!r} has no predictor yet")
-    adapt = getattr(predictor_cls, "adapt_module", None)
-    if adapt is not None:  # e.g. a classifier serving as a feature extractor
-        module = adapt(spec, module)
+    module = predictor_cls.adapt_module(spec, network.module)  # e.g. a classifier serving as a feature extractor
     # Hashed here, before any engine converts or moves the weights, so every engine and
     # device reports the same digest for the same weights; the ONNX cache reuses it.
-    digest = weights_hash(module) if hasattr(predictor_cls, "weights_sha256") else None
+    digest = weights_hash(module) if predictor_cls.records_weights else None
     inference_engine = build_engine(
-        module, torch_device, spec.name, preprocess_config.input_size, engine=engine, cpu_threads=cpu_threads,
-        random_weights=weights is None and dir_config is None and not pretrained, fp16=fp16,
-        compile=torch_compile, weights_digest=digest,
-        identity={"arch": spec.arch, "build_kwargs": spec.build_kwargs, "num_classes": num_classes,
+        module, torch_device, spec.name, network.preprocess.input_size, engine=engine, cpu_threads=cpu_threads,
+        random_weights=network.random_weights, fp16=fp16, compile=torch_compile, weights_digest=digest,
+        identity={"arch": spec.arch, "build_kwargs": spec.build_kwargs, "num_classes": network.num_classes,
                   **({"task": predictor_task} if predictor_task != spec.task else {})},
     )
     if cpu_threads and "decode_threads" not in params:
         params["decode_threads"] = cpu_threads  # "N threads" caps decoding too, as PaddleX's figure does
-    predictor = predictor_cls(
+    return predictor_cls(
         spec,
         inference_engine,
-        Preprocessor(preprocess_config),
-        labels,
+        Preprocessor(network.preprocess),
+        network.labels,
         batch_size=batch_size,
-        **{**defaults, **params},
+        num_classes=network.num_classes,
+        device=torch_device,
+        weights_sha256=digest,
+        **{**network.postprocess, **params},
     )
-    predictor.num_classes = num_classes
-    predictor.device = torch_device
-    if digest is not None:
-        predictor.weights_sha256 = digest
+
+
+def create_feature_model(
+    model_name: str | None = None,
+    model_dir: str | Path | None = None,
+    **kwargs: Any,
+) -> FeaturePredictor:
+    """A feature extractor from any feature or classification model name (same arguments as ``create_model``)."""
+    predictor = create_model(model_name, model_dir=model_dir, task=FEATURE_TASK, **kwargs)
+    assert isinstance(predictor, FeaturePredictor)
     return predictor

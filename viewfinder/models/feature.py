@@ -15,7 +15,6 @@ returns an ``[N, D]`` float32 array for already-decoded RGB images (crops, galle
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,23 +70,32 @@ class PooledFeatures(nn.Module):
         return self.net.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
+def feature_network(spec: Any, module: nn.Module) -> nn.Module:
+    """The network that maps images to ``spec``'s embedding (before L2 normalisation).
+
+    Classifiers give their pooled pre-logits features; feature models their output.
+    Inference (``create_model(..., task="image_feature")``) and recognition training both use it.
+    """
+    if spec.task in CLASSIFIER_TASKS:
+        return PooledFeatures(module)
+    if spec.task != FEATURE_TASK:
+        raise ConfigError(
+            f"{spec.name} is a {spec.task} model; only feature and classification models give image features"
+        )
+    return module
+
+
 class FeaturePredictor(BasePredictor):
     """``predict(input)`` -> :class:`FeatureResult` per image; ``embed(rgb_list)`` -> ``[N, D]`` array."""
 
-    # create_model sets the sha256 of the network's weights: an index records it, so vectors
-    # from other weights of the same architecture (a fine-tuned model dir) are not mixed in.
-    weights_sha256: str | None = None
+    # The sha256 of the network's weights: an index records it, so vectors from other
+    # weights of the same architecture (a fine-tuned model dir) are not mixed in.
+    records_weights = True
 
     @classmethod
     def adapt_module(cls, spec: Any, module: nn.Module) -> nn.Module:
-        """Called by ``create_model`` before the engine is built: classifiers become pooled-feature networks."""
-        if spec.task in CLASSIFIER_TASKS:
-            return PooledFeatures(module)
-        if spec.task != FEATURE_TASK:
-            raise ConfigError(
-                f"{spec.name} is a {spec.task} model; only feature and classification models give image features"
-            )
-        return module
+        """Classifiers become pooled-feature networks; other non-feature models are refused."""
+        return feature_network(spec, module)
 
     def __init__(self, spec: Any, engine: Any, preprocess: Any, labels: Any, **kwargs: Any) -> None:
         super().__init__(spec, engine, preprocess, None, **kwargs)
@@ -135,16 +143,3 @@ class FeaturePredictor(BasePredictor):
             FeatureResult({"input_path": image.input_path, "page_index": None, "feature": feature})
             for image, feature in zip(images, features)
         ]
-
-
-def create_feature_model(
-    model_name: str | None = None,
-    model_dir: str | Path | None = None,
-    **kwargs: Any,
-) -> FeaturePredictor:
-    """A feature extractor from any feature or classification model name (same arguments as ``create_model``)."""
-    from .factory import create_model
-
-    predictor = create_model(model_name, model_dir=model_dir, task=FEATURE_TASK, **kwargs)
-    assert isinstance(predictor, FeaturePredictor)
-    return predictor

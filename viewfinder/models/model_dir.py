@@ -56,7 +56,7 @@ def write_model_dir(predictor: Any, model_dir: str | Path, module: Any = None) -
         "format_version": FORMAT_VERSION,
         "model_name": spec.name,
         "task": spec.task,
-        "num_classes": int(getattr(predictor, "num_classes", spec.num_classes)),
+        "num_classes": int(predictor.num_classes),
         "preprocess": predictor.preprocess.config.to_dict(),
         "labels": list(predictor.labels) if predictor.labels else None,
         "postprocess": {k: v for k, v in predictor.params.items() if isinstance(v, (int, float, str, list))},

@@ -108,8 +108,8 @@ class MultiLabelPredictor(BasePredictor):
 
     @property
     def class_count(self) -> int:
-        """Outputs per image: ``num_classes`` as set by the factory (a model_dir may change it), else the spec's."""
-        return int(getattr(self, "num_classes", None) or self.spec.num_classes)
+        """Outputs per image (a model_dir may hold another count than the spec)."""
+        return self.num_classes
 
     def _validate_params(self, params: dict[str, Any]) -> None:
         parse_threshold(params.get("threshold", 0.5), self.class_count)

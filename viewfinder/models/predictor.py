@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -73,7 +73,23 @@ class PreparedImage(DecodedImage):
 
 
 class BasePredictor:
-    """A named model ready to predict: preprocessing + engine + task postprocessing."""
+    """A named model ready to predict: preprocessing + engine + task postprocessing.
+
+    Every setting comes through the constructor (``create_model`` passes what the loader
+    found); nothing is set on a predictor from outside after it is built.
+    """
+
+    #: whether ``create_model`` hashes the weights for this task (an index records the
+    #: digest of the feature model, so vectors from other weights are not mixed in)
+    records_weights: ClassVar[bool] = False
+
+    @classmethod
+    def adapt_module(cls, spec: ModelSpec, module: Any) -> Any:
+        """The network this task runs, made from ``spec``'s module (called before the engine is built).
+
+        Tasks that can only run their own kind of model refuse the others here.
+        """
+        return module
 
     def __init__(
         self,
@@ -83,6 +99,9 @@ class BasePredictor:
         labels: list[str] | None,
         batch_size: int = 1,
         decode_threads: int | None = None,
+        num_classes: int | None = None,
+        device: Any = None,
+        weights_sha256: str | None = None,
         **params: Any,
     ) -> None:
         if int(batch_size) < 1:
@@ -93,6 +112,12 @@ class BasePredictor:
         self.preprocess = preprocess
         self.labels = labels
         self.batch_size = int(batch_size)
+        #: outputs of the network (a model dir may hold another count than the spec)
+        self.num_classes = int(num_classes) if num_classes is not None else spec.num_classes
+        #: the torch device the model runs on (None: the engine's default)
+        self.device = device
+        #: sha256 of the weights, for tasks that record it (``records_weights``)
+        self.weights_sha256 = weights_sha256
         self.params = {**spec.defaults, **{k: v for k, v in params.items() if v is not None}}
         self._decode_threads = decode_threads or min(4, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None

@@ -3,6 +3,10 @@
 Like timm's registry, each entry is data (a :class:`ModelSpec`), not a class: the
 builder makes the torch module, the preprocessing config feeds it, the labels name its
 outputs, and the weight sources say where pretrained weights come from.
+
+This module is a leaf: it imports no model family, factory or predictor. The families in
+:mod:`viewfinder.models.zoo` call :func:`register`, and importing :mod:`viewfinder.models`
+imports them all, so the registry is full whenever anything of the package is in use.
 """
 from __future__ import annotations
 
@@ -83,13 +87,7 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _ensure_loaded() -> None:
-    # Importing the zoo modules registers their models.
-    from . import zoo  # noqa: F401
-
-
 def get_spec(name: str) -> ModelSpec:
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -99,5 +97,4 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def list_models(task: str | None = None) -> list[str]:
-    _ensure_loaded()
     return sorted(name for name, spec in _REGISTRY.items() if task is None or spec.task == task)

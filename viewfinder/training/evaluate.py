@@ -24,12 +24,13 @@ from ..datasets.formats import ML, REC, Dataset, load_dataset, normalize_type
 from ..device import resolve_device
 from ..errors import ViewfinderError
 from ..memory import retained_heap
-from ..models.feature import l2_normalize
+from ..models.feature import feature_network, l2_normalize
+from ..models.loader import load_network
 from ..models.preprocess import PreprocessConfig
 from .data import EvalBatches, ImageSet, load_images
 from .errors import TrainingError
 from .metrics import multilabel_map, retrieval_metrics, topk_accuracy
-from .network import embedding_network, load_base, resolve_preprocess
+from .network import resolve_preprocess
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Evaluator:
 def _forward_for(base_module: nn.Module, spec: Any, dataset_type: str, num_classes: int,
                  dataset: Dataset) -> nn.Module:
     if dataset_type == REC:
-        return embedding_network(spec, base_module)
+        return feature_network(spec, base_module)
     if num_classes != dataset.num_classes:
         raise TrainingError(
             f"{spec.name} has {num_classes} outputs but the dataset has {dataset.num_classes} classes; "
@@ -124,7 +125,7 @@ def evaluate(dataset_dir: str | Path, dataset_type: str, model: str | None = Non
     try:
         kind = normalize_type(dataset_type)
         dataset = load_dataset(dataset_dir, kind)
-        base = load_base(model, model_dir, weights=weights)
+        base = load_network(model, model_dir, weights=weights)
         preprocess = resolve_preprocess(base.preprocess, input_size, resize_short)
         torch_device = resolve_device(device)
         forward = _forward_for(base.module, base.spec, kind, base.num_classes, dataset).to(torch_device).eval()

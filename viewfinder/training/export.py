@@ -18,10 +18,11 @@ import torch.nn as nn
 
 from ..datasets.formats import CLS, ML
 from ..engines.errors import ExportError
+from ..models.feature import feature_network
+from ..models.loader import load_network
 from ..models.model_dir import write_model_dir
 from ..models.preprocess import PreprocessConfig, Preprocessor
 from ..models.registry import ModelSpec
-from .network import embedding_network, load_base
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ def export_onnx_from_model_dir(model_dir: str | Path, destination: str | Path | 
     from ..engines.export import ExportSettings
     from ..engines.onnx_cache import export_validated
 
-    base = load_base(model_dir=model_dir)
-    module = embedding_network(base.spec, base.module) if base.task == "image_feature" else base.module
+    base = load_network(model_dir=model_dir)
+    module = feature_network(base.spec, base.module) if base.task == "image_feature" else base.module
     module = module.eval()
     target = Path(destination) if destination else Path(model_dir) / ONNX_FILE
     settings = ExportSettings(input_size=tuple(base.preprocess.input_size))

@@ -20,79 +20,27 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..datasets.formats import TASK_OF_TYPE
-from ..errors import ConfigError, ViewfinderError
-from ..models.feature import CLASSIFIER_TASKS, FEATURE_TASK, PooledFeatures
-from ..models.labels import load_labels
-from ..models.model_dir import read_model_dir
+from ..models.feature import CLASSIFIER_TASKS, FEATURE_TASK, PooledFeatures, feature_network
+from ..models.loader import LoadedNetwork, build_network
 from ..models.preprocess import PreprocessConfig
-from ..models.registry import ModelSpec, get_spec
-from ..models.weights import load_weights_file, resolve_default_weights
+from ..models.registry import ModelSpec
 from .config import HEAD_KINDS
 from .errors import TrainingError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class BaseModel:
-    """A zoo network with its (pretrained or saved) weights and inference settings."""
-
-    spec: ModelSpec
-    module: nn.Module
-    num_classes: int
-    preprocess: PreprocessConfig
-    labels: list[str] | None
-    task: str
-
-
-def _build(spec: ModelSpec, num_classes: int) -> nn.Module:
-    try:
-        return spec.builder(num_classes=num_classes, **spec.build_kwargs)
-    except ViewfinderError:
-        raise
-    except Exception as exc:  # a builder failing on a valid class count is a bug; still say which model
-        raise TrainingError(f"building {spec.name} with {num_classes} classes failed: {exc}") from exc
-
-
-def load_base(model: str | None = None, model_dir: str | Path | None = None, pretrained: bool = True,
-              weights: str | Path | None = None) -> BaseModel:
-    """Build ``model`` (a zoo name) or the network saved in ``model_dir``, weights loaded."""
-    if model is None and model_dir is None:
-        raise ConfigError("give a model name or a model_dir")
-    dir_config = read_model_dir(model_dir) if model_dir is not None else None
-    spec = get_spec(dir_config["model_name"] if dir_config else str(model))
-    num_classes = int(dir_config.get("num_classes", spec.num_classes)) if dir_config else spec.num_classes
-    module = _build(spec, num_classes)
-    if weights is not None:
-        load_weights_file(module, Path(weights), spec)
-    elif dir_config is not None:
-        load_weights_file(module, Path(dir_config["weights_path"]), spec)
-    elif pretrained:
-        resolve_default_weights(spec, module)
-    if dir_config and dir_config.get("preprocess"):
-        preprocess = PreprocessConfig.from_dict(dir_config["preprocess"])
-    else:
-        preprocess = spec.preprocess
-    if dir_config and dir_config.get("labels"):
-        labels: list[str] | None = list(dir_config["labels"])
-    else:
-        labels = list(load_labels(spec.labels)) if spec.labels else None
-    task = str(dir_config.get("task") or spec.task) if dir_config else spec.task
-    return BaseModel(spec, module, num_classes, preprocess, labels, task)
-
-
-def with_num_classes(base: BaseModel, num_classes: int) -> nn.Module:
+def with_num_classes(base: LoadedNetwork, num_classes: int) -> nn.Module:
     """``base``'s network with ``num_classes`` outputs; pretrained tensors are kept where shapes allow."""
     if num_classes == base.num_classes:
         return base.module
-    fresh = _build(base.spec, num_classes)
+    fresh = build_network(base.spec, num_classes)
     target = fresh.state_dict()
     source = base.module.state_dict()
     kept = {k: v for k, v in source.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
@@ -108,15 +56,6 @@ def with_num_classes(base: BaseModel, num_classes: int) -> nn.Module:
     log.info("%s: new %d-class head; %d tensors start from scratch (%s)", base.spec.name, num_classes, len(new),
              ", ".join(new[:4]) + (" ..." if len(new) > 4 else ""))
     return fresh
-
-
-def embedding_network(spec: ModelSpec, network: nn.Module) -> nn.Module:
-    """The module mapping images to the retrieval embedding (before L2 normalisation)."""
-    if spec.task in CLASSIFIER_TASKS:
-        return PooledFeatures(network)
-    if spec.task == FEATURE_TASK:
-        return network
-    raise TrainingError(f"{spec.name} is a {spec.task} model; recognition needs a classification or feature model")
 
 
 class RecognitionHead(nn.Module):
@@ -176,7 +115,7 @@ class RecognitionHead(nn.Module):
 class TrainableModel:
     """What the trainer optimises and what gets exported."""
 
-    base: BaseModel
+    base: LoadedNetwork
     network: nn.Module  # the exported network (zoo architecture)
     task: str  # the exported model's task
     num_classes: int  # the network's builder argument: classes, or the embedding size of a feature model
@@ -216,7 +155,7 @@ class TrainableModel:
         return replace(self.base.spec, task=self.task)
 
 
-def build_trainable(base: BaseModel, dataset_type: str, num_classes: int, head: str = "fc", head_margin: float = 0.0,
+def build_trainable(base: LoadedNetwork, dataset_type: str, num_classes: int, head: str = "fc", head_margin: float = 0.0,
                     head_scale: float = 30.0) -> TrainableModel:
     """Attach the dataset's head to ``base`` (see the module docstring)."""
     task = TASK_OF_TYPE[dataset_type]
@@ -225,7 +164,10 @@ def build_trainable(base: BaseModel, dataset_type: str, num_classes: int, head: 
             network, network_classes = with_num_classes(base, num_classes), num_classes
         else:
             network, network_classes = base.module, base.num_classes
-        embed = embedding_network(base.spec, network)
+        if base.spec.task not in CLASSIFIER_TASKS and base.spec.task != FEATURE_TASK:
+            raise TrainingError(f"{base.spec.name} is a {base.spec.task} model; recognition needs a classification "
+                                "or feature model")
+        embed = feature_network(base.spec, network)
         dim = _embedding_dim(embed, base.preprocess)
         head_module = RecognitionHead(dim, num_classes, head, head_margin, head_scale)
         return TrainableModel(base, network, task, network_classes, head_module, embed)

@@ -43,6 +43,7 @@ from ..datasets.charts import line_chart, save_png, stack
 from ..datasets.formats import ML, REC, load_dataset
 from ..device import resolve_device
 from ..memory import retained_heap
+from ..models.loader import load_network
 from .batchnorm import fold_batch_norm, recalibrate_batch_norm
 from .config import TrainConfig
 from .data import ResizedBatches, TrainDataset, load_images, train_transform
@@ -51,7 +52,7 @@ from .evaluate import Evaluator
 from .export import postprocess_defaults, save_model_dir, try_export_onnx
 from .losses import AsymmetricLoss, TripletAngularMarginLoss
 from .metrics import PRIMARY_METRIC
-from .network import TrainableModel, build_trainable, freeze_groups, load_base, resolve_preprocess
+from .network import TrainableModel, build_trainable, freeze_groups, resolve_preprocess
 from .samplers import PKSampler, shuffled_batches
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class Trainer:
             self.num_classes = self.dataset.num_classes
             self.labels = list(self.dataset.label_names or [])
         resuming = bool(self.resume)
-        base = load_base(cfg.model, cfg.model_dir, pretrained=cfg.pretrained and not resuming)
+        base = load_network(cfg.model, cfg.model_dir, pretrained=cfg.pretrained and not resuming)
         self.preprocess = resolve_preprocess(base.preprocess, cfg.input_size, cfg.resize_short)
         self.model: TrainableModel = build_trainable(base, self.kind, self.num_classes, cfg.head, cfg.head_margin,
                                                        cfg.head_scale)

@@ -15,8 +15,6 @@ from typing import Any
 import timm
 import torch.nn as nn
 
-from ..factory import register_predictor
-from ..multilabel import MultiLabelPredictor
 from ..nets.ml_decoder import ClipFirstTokenBackbone, MLDecoder, MLDecoderNet
 from ..preprocess import PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
@@ -113,5 +111,3 @@ _add("PP-HGNetV2-B6_ML", hgnetv2_ml_builder("hgnetv2_b6"), "hgnetv2_b6 + ML-Deco
 _add("ResNet50_ML", build_resnet50_ml, "resnet50 + ML-Decoder", resnet50_ml_from_paddle, large=True)
 _add("CLIP_vit_base_patch16_448_ML", build_clip_vit_ml, "vit_base_patch16_clip_224 @448 + ML-Decoder",
      clip_vit_ml_from_paddle, large=True)
-
-register_predictor(TASK, MultiLabelPredictor)

@@ -6,9 +6,6 @@ and ``mainbody_detection`` tasks. Official PaddleX weights are the default sourc
 """
 from __future__ import annotations
 
-from ..detection import DetectionPredictor
-from ..factory import register_predictor
-from ..feature import FeaturePredictor
 from ..nets.clip_feature import clip_feature_builder
 from ..nets.lcnetv2_shitu import build_shitu_rec
 from ..nets.picodet import build_picodet
@@ -141,6 +138,3 @@ register(
         converters={"pdparams": picodet_from_pdparams},
     )
 )
-
-register_predictor("image_feature", FeaturePredictor)
-register_predictor("mainbody_detection", DetectionPredictor)
