@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from viewfinder.errors import ConfigError, WeightsNotFoundError
-from viewfinder.models.detection import DetResult
+from viewfinder.results import DetResult
 from viewfinder.models.onnx_detector import OnnxDetectorSpec, create_onnx_detector, gfl_decode
 
 CENTERNET = {

@@ -10,11 +10,11 @@ from PIL import Image
 
 from viewfinder.errors import ConfigError, ViewfinderError, WeightsNotFoundError
 from viewfinder.io import DecodedImage
-from viewfinder.models import get_spec, list_models
-from viewfinder.models.detection import DetResult, NMSConfig, multiclass_nms, to_original_pixels
+from viewfinder.models import create_feature_model, get_spec, list_models
+from viewfinder.models.detection import NMSConfig, multiclass_nms, to_original_pixels
 from viewfinder.models.factory import create_model
-from viewfinder.models import create_feature_model
-from viewfinder.models.feature import FeaturePredictor, FeatureResult
+from viewfinder.models.feature import FeaturePredictor
+from viewfinder.results import DetResult, FeatureResult
 
 PADDLEX_URL = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/"
 

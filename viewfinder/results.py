@@ -3,6 +3,12 @@
 Each result is a ``dict`` (PaddleX's ``BaseResult``): ``print()``, ``.str``, ``.json``,
 ``save_to_json()``, and for visual tasks ``.img`` and ``save_to_img()``. ``input_img`` is
 kept for drawing and dropped from every serialised form.
+
+Every result type lives here, one class per task (Ultralytics keeps one ``Results``; ours
+differ only in their fields and drawing): :class:`TopkResult` (classification),
+:class:`MLClassResult` (multi-label), :class:`FeatureResult` (image features),
+:class:`DetResult` (detection), :class:`ShiTuResult` (PP-ShiTuV2), :class:`ErrorResult`
+(an input that could not be processed).
 """
 from __future__ import annotations
 
@@ -170,3 +176,33 @@ class TopkResult(BaseResult):
 
 class MLClassResult(TopkResult):
     """Multi-label classification: classes above the threshold; may be empty."""
+
+
+class FeatureResult(BaseResult):
+    """PaddleX ``IdentityResult``: ``{"input_path", "page_index", "feature"}``; no visualisation.
+
+    Unlike PaddleX it does not keep ``input_img``: nothing draws it, and gallery builds would hold every image.
+    """
+
+
+class DetResult(BaseResult):
+    """PaddleX ``DetResult``: ``{"input_path", "page_index", "boxes": [{cls_id, label, score, coordinate}]}``."""
+
+    def _visualize(self) -> Image.Image:
+        from .visualize import draw_boxes
+
+        boxes = [(box["coordinate"], f"{box['label']} {box['score']:.2f}") for box in self["boxes"]]
+        return draw_boxes(self._input_image(), boxes)
+
+
+class ShiTuResult(BaseResult):
+    """``{"input_path", "boxes": [{"labels", "rec_scores", "det_score", "coordinate"}]}``."""
+
+    def _visualize(self) -> Image.Image:
+        from .visualize import draw_boxes
+
+        drawn = []
+        for box in self["boxes"]:
+            text = f"{box['labels'][0]} {box['rec_scores'][0]:.2f}" if box["labels"] else "unknown"
+            drawn.append((box["coordinate"], text))
+        return draw_boxes(self._input_image(), drawn)

@@ -1,5 +1,5 @@
 """Read any supported input (path, folder, URL, bytes, array, PIL image) into RGB images."""
-from .image import DecodedImage, decode_image, max_image_pixels
+from .image import DecodedImage, decode_image, full_image_loader, max_image_pixels
 from .sources import IMAGE_EXTENSIONS, InputItem, iter_inputs
 
 __all__ = [
@@ -7,6 +7,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "InputItem",
     "decode_image",
+    "full_image_loader",
     "iter_inputs",
     "max_image_pixels",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,19 @@ def decode_image(source: Any, min_short_side: int | None = None, keep_pil: bool 
             decoded.encoded = data
         return decoded
     raise InputError(f"unsupported input type {type(source).__name__}")
+
+
+def full_image_loader(image: DecodedImage) -> Callable[[], np.ndarray]:
+    """A loader of ``image``'s full-resolution RGB pixels, for drawing a result: the file (or
+    bytes) is decoded again only if it was decoded at reduced scale or its pixels were not kept."""
+    if image.reduced and image.input_path and not image.input_path.startswith(("http://", "https://")):
+        path = image.input_path
+        return lambda: decode_image(path).rgb
+    if image.reduced and image.encoded is not None:
+        encoded = image.encoded
+        return lambda: decode_image(encoded).rgb
+    if image.rgb is None and image.pil is not None:
+        pil = image.pil
+        return lambda: np.asarray(pil)
+    rgb = image.rgb
+    return lambda: rgb

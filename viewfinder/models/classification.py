@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ViewfinderError
-from ..io import DecodedImage
+from ..io import DecodedImage, full_image_loader
 from ..results import BaseResult, TopkResult
 from .predictor import BasePredictor
 
@@ -52,7 +52,7 @@ class ClassificationPredictor(BasePredictor):
                         "scores": row_scores,
                         "label_names": names,
                     },
-                    image_loader=self._image_loader(image),
+                    image_loader=full_image_loader(image),
                 )
             )
         return results

@@ -15,25 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.ops import batched_nms, nms
 
 from ..errors import ConfigError, ViewfinderError
-from ..io import DecodedImage
-from ..results import BaseResult
+from ..io import DecodedImage, full_image_loader
+from ..results import BaseResult, DetResult
 from .predictor import BasePredictor
 
 DEFAULT_LABEL = "foreground"
-
-
-class DetResult(BaseResult):
-    """PaddleX ``DetResult``: ``{"input_path", "page_index", "boxes": [{cls_id, label, score, coordinate}]}``."""
-
-    def _visualize(self) -> Image.Image:
-        from ..visualize import draw_boxes
-
-        boxes = [(box["coordinate"], f"{box['label']} {box['score']:.2f}") for box in self["boxes"]]
-        return draw_boxes(self._input_image(), boxes)
 
 
 @dataclass(frozen=True)
@@ -192,7 +181,7 @@ class DetectionPredictor(BasePredictor):
                         "input_img": image.rgb,
                         "boxes": box_dicts(pixels, kept_scores[keep], kept_classes[keep], self.labels),
                     },
-                    image_loader=self._image_loader(image),
+                    image_loader=full_image_loader(image),
                 )
             )
         return results

@@ -23,19 +23,12 @@ import torch.nn as nn
 
 from ..errors import ConfigError, ViewfinderError
 from ..io import DecodedImage
-from ..results import BaseResult
+from ..results import BaseResult, FeatureResult
 from .predictor import BasePredictor
 
 FEATURE_TASK = "image_feature"
 #: tasks whose networks can be turned into feature extractors (pooled pre-logits)
 CLASSIFIER_TASKS = ("image_classification", "image_multilabel_classification")
-
-
-class FeatureResult(BaseResult):
-    """PaddleX ``IdentityResult``: ``{"input_path", "page_index", "feature"}``; no visualisation.
-
-    Unlike PaddleX it does not keep ``input_img``: nothing draws it, and gallery builds would hold every image.
-    """
 
 
 def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..io import DecodedImage
+from ..io import DecodedImage, full_image_loader
 from ..results import BaseResult, MLClassResult
 from .predictor import BasePredictor
 
@@ -136,7 +136,7 @@ class MultiLabelPredictor(BasePredictor):
                         "scores": np.round(kept, 5).astype(np.float32),
                         "label_names": names,
                     },
-                    image_loader=self._image_loader(image),
+                    image_loader=full_image_loader(image),
                 )
             )
         return results

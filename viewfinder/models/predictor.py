@@ -19,7 +19,7 @@ import numpy as np
 from ..engines.base import Engine, EngineOutput
 from ..engines.cuda_decode import PendingJpeg, gpu_decoder_for
 from ..errors import InputError, ViewfinderError
-from ..io import DecodedImage, InputItem, decode_image, iter_inputs, max_image_pixels
+from ..io import DecodedImage, InputItem, iter_inputs, max_image_pixels
 from ..results import BaseResult, ErrorResult
 from .preprocess import Preprocessor
 from .registry import ModelSpec
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 GPU_BATCHES_AHEAD = 2
 
 
-def _safe_items(inputs: Any) -> Iterator[InputItem | ErrorResult]:
+def expand_inputs(inputs: Any) -> Iterator[InputItem | ErrorResult]:
     """Expand inputs; inside a list, a missing path becomes a per-item error rather than ending the run."""
     if isinstance(inputs, (list, tuple)):
         for item in inputs:
@@ -146,7 +146,7 @@ class BasePredictor:
         # Decode ahead: while one batch runs through the network, the next ones decode in the
         # pool, so decoding hides behind inference instead of adding to it.
         ahead = GPU_BATCHES_AHEAD if self._gpu_jpeg is not None else max(1, -(-self._decode_threads // size))
-        batches = _batches(_safe_items(input), size)
+        batches = _batches(expand_inputs(input), size)
         in_flight: deque[list[Any] | Future] = deque()
         error: ViewfinderError | None = None
         while True:
@@ -265,22 +265,6 @@ class BasePredictor:
 
     def _postprocess(self, outputs: EngineOutput, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
         raise NotImplementedError
-
-    @staticmethod
-    def _image_loader(image: DecodedImage):
-        """Full-resolution pixels for drawing: decode the file (or bytes) again only if it was
-        decoded at reduced scale or not kept."""
-        if image.reduced and image.input_path and not image.input_path.startswith(("http://", "https://")):
-            path = image.input_path
-            return lambda: decode_image(path).rgb
-        if image.reduced and image.encoded is not None:
-            encoded = image.encoded
-            return lambda: decode_image(encoded).rgb
-        if image.rgb is None and image.pil is not None:
-            pil = image.pil
-            return lambda: np.asarray(pil)
-        rgb = image.rgb
-        return lambda: rgb
 
     def close(self) -> None:
         for pool in (self._pool, self._gpu_pool):

@@ -26,14 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from PIL import Image
 from torchvision.ops import batched_nms
 
 from ..errors import ConfigError, InputError, ViewfinderError
-from ..io import DecodedImage, InputItem
+from ..io import DecodedImage, InputItem, full_image_loader
 from ..models.feature import FEATURE_TASK, FeaturePredictor
-from ..models.predictor import BasePredictor, _safe_items
-from ..results import BaseResult, ErrorResult
+from ..models.predictor import BasePredictor, expand_inputs
+from ..results import BaseResult, ErrorResult, ShiTuResult
 from .base import BasePipeline
 from .config import submodule
 from .gallery import read_gallery_file, read_id_file
@@ -42,19 +41,6 @@ log = logging.getLogger(__name__)
 
 ONNX_DETECTOR = "ONNXDetector"
 WHOLE_IMAGE_LABEL = "full_img"
-
-
-class ShiTuResult(BaseResult):
-    """``{"input_path", "boxes": [{"labels", "rec_scores", "det_score", "coordinate"}]}``."""
-
-    def _visualize(self) -> Image.Image:
-        from ..visualize import draw_boxes
-
-        drawn = []
-        for box in self["boxes"]:
-            text = f"{box['labels'][0]} {box['rec_scores'][0]:.2f}" if box["labels"] else "unknown"
-            drawn.append((box["coordinate"], text))
-        return draw_boxes(self._input_image(), drawn)
 
 
 @dataclass
@@ -308,7 +294,7 @@ class ShiTuV2Pipeline(BasePipeline):
     def _predict(self, input: Any, gallery: Any, det: float, rec: float, k: int) -> Iterator[BaseResult]:
         model = self.detector or self.recognizer
         min_side = model.preprocess.config.min_decode_side
-        for item in _safe_items(input):
+        for item in expand_inputs(input):
             if isinstance(item, ErrorResult):
                 yield item
                 continue
@@ -345,7 +331,7 @@ class ShiTuV2Pipeline(BasePipeline):
             entries = self._dedup(entries, float(self.dedup_threshold), gallery.higher_is_better)
         return ShiTuResult(
             {"input_path": image.input_path, "boxes": entries, "input_img": image.rgb},
-            image_loader=BasePredictor._image_loader(image),
+            image_loader=full_image_loader(image),
         )
 
     @staticmethod
