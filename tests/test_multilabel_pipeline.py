@@ -191,3 +191,53 @@ def test_single_label_model_is_refused():
     config = {"SubModules": {"ImageMultiLabelClassification": {"model_name": "PP-LCNet_x0_25"}}}
     with pytest.raises(ConfigError, match="PP-LCNet_x0_25 is not a multi-label model .* PP-LCNet_x1_0_ML"):
         create_pipeline("image_multilabel_classification", config=config, pretrained=False)
+
+
+@pytest.fixture()
+def pretend_gpu(monkeypatch):
+    """A CUDA GPU for torch (so device "gpu" resolves); whether ONNX Runtime can use it is each test's choice."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+def test_onnx_model_on_a_gpu_without_onnxruntime_gpu_runs_on_the_cpu(centernet_spec, pretend_gpu, monkeypatch,
+                                                                     caplog):
+    import torch
+
+    from viewfinder.engines import onnx_engine
+
+    monkeypatch.setattr(onnx_engine, "cuda_provider_available", lambda: False)
+    with caplog.at_level("WARNING"):
+        pipeline = create_pipeline("image_multilabel_classification", config=_onnx_config(centernet_spec),
+                                   device="gpu")
+    assert pipeline.model.device == torch.device("cpu")
+    assert pipeline.model.engine.inner.session.get_providers() == ["CPUExecutionProvider"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "centernet.onnx runs on the CPU" in warnings[0] and "onnxruntime-gpu" in warnings[0]
+
+
+def test_onnx_model_on_a_gpu_asks_onnxruntime_for_cuda(centernet_spec, pretend_gpu, monkeypatch, photos):
+    import onnxruntime
+    import torch
+
+    from viewfinder.engines import onnx_engine
+
+    monkeypatch.setattr(onnx_engine, "cuda_provider_available", lambda: True)
+    asked = []
+    cpu_session = onnxruntime.InferenceSession
+
+    def record_providers(path, sess_options=None, providers=None, **kwargs):
+        asked.append(providers)  # what a machine with onnxruntime-gpu would be asked; this one runs the CPU
+        return cpu_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"], **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", record_providers)
+    pipeline = create_pipeline("image_multilabel_classification", config=_onnx_config(centernet_spec),
+                               device="gpu")
+    assert pipeline.model.device == torch.device("cuda", 0)
+    (providers,) = asked
+    assert [p[0] if isinstance(p, tuple) else p for p in providers] == ["CUDAExecutionProvider",
+                                                                        "CPUExecutionProvider"]
+    (result,) = pipeline.predict(str(photos / "dog.jpg"))
+    assert {"dog", "bicycle", "car"} <= set(result["label_names"])

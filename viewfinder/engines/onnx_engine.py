@@ -67,8 +67,11 @@ def session_options(cpu_threads: int | None) -> Any:
 
 
 def device_for_onnx_file(device: torch.device, model: str) -> torch.device:
-    """Where a model that exists only as an ONNX file runs: CUDA needs onnxruntime-gpu; without
-    it there is no torch twin to fall back to, so it runs on ONNX Runtime's CPU provider."""
+    """Where a model that exists only as an ONNX file (a user's detector or multi-label model) runs.
+
+    CUDA needs onnxruntime-gpu; without it there is no torch twin to fall back to, so it runs on
+    ONNX Runtime's CPU provider. :func:`providers_for` then turns the device into providers.
+    """
     if device.type == "cuda" and not cuda_provider_available():
         log.warning("%s runs on the CPU: it is an ONNX model and the installed onnxruntime has no CUDA "
                     "execution provider (install onnxruntime-gpu to run it on %s)", model, device)
@@ -118,10 +121,12 @@ class OnnxRuntimeEngine:
         except Exception as exc:  # ORT raises its own types for unreadable or invalid models
             raise EngineError(f"onnxruntime cannot load {self.path}: {exc}") from None
         self.input_name = self.session.get_inputs()[0].name
+        #: what the input is fed as: float32 for our exports; a user's ONNX file may take another type
+        self.input_dtype: type[np.generic] = np.float32
         self.output_names = [output.name for output in self.session.get_outputs()]
 
     def __call__(self, batch: np.ndarray) -> EngineOutput:
-        feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        feed = {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
         outputs = self.session.run(self.output_names, feed)
         if self.output_kind == "tensor" and len(outputs) == 1:
             return outputs[0]

@@ -104,7 +104,10 @@ class MultiLabelPredictor(BasePredictor):
     """
 
     task = "image_multilabel_classification"
-    activation: str = "sigmoid"
+
+    def __init__(self, *args: Any, activation: str = "sigmoid", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.activation = activation
 
     @property
     def class_count(self) -> int:

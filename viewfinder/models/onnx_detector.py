@@ -25,7 +25,8 @@ and how to read it::
 ``create_onnx_detector(model, spec)`` returns a :class:`OnnxDetector`, a
 :class:`~viewfinder.models.detection.DetectionPredictor`: same ``predict(input,
 threshold=...)``, same NMS (``class_agnostic: true`` by default, the mainbody use), same
-:class:`~viewfinder.models.detection.DetResult`.
+:class:`~viewfinder.models.detection.DetResult`. Reading the spec and feeding the input are
+shared with the ONNX multi-label model (:mod:`.onnx_external`); this module decodes detections.
 """
 from __future__ import annotations
 
@@ -35,18 +36,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from ..device import resolve_device
-from ..engines.onnx_engine import OnnxRuntimeEngine, device_for_onnx_file
 from ..errors import ConfigError, WeightsNotFoundError
 from .detection import DetectionPredictor
 from .labels import load_labels
-from .preprocess import PreprocessConfig, Preprocessor
+from .onnx_external import ExternalOnnxEngine, InputFeed, RawSpec, preprocess_config, read_spec
+from .preprocess import Preprocessor
 from .registry import ModelSpec
 
 DECODINGS = ("boxes_scores_classes", "gfl")
 BSC_COLUMNS = ("x1", "y1", "x2", "y2", "score", "class")
+SPEC_NAME = "ONNX detector spec"  # how errors name the spec
 
 
 @dataclass(frozen=True)
@@ -84,30 +84,39 @@ class OnnxDetectorSpec:
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
             raise ConfigError(f"onnx detector: decoding must be one of {', '.join(DECODINGS)}, got {self.decoding!r}")
-        if self.layout not in ("NCHW", "NHWC"):
-            raise ConfigError(f"onnx detector: layout must be NCHW or NHWC, got {self.layout!r}")
-        if self.channel_order not in ("RGB", "BGR"):
-            raise ConfigError(f"onnx detector: channel_order must be RGB or BGR, got {self.channel_order!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(float(s) == 0 for s in self.std):
-            raise ConfigError("onnx detector: mean and std need 3 values each, std non-zero")
+        self.input_feed()  # layout, channel order, mean/std and size are checked there
         if self.score_activation not in ("none", "sigmoid"):
             raise ConfigError(f"onnx detector: score_activation must be none or sigmoid, got {self.score_activation!r}")
         if self.decoding == "boxes_scores_classes" and sorted(self.columns) != sorted(BSC_COLUMNS):
             raise ConfigError(f"onnx detector: columns must name each of {', '.join(BSC_COLUMNS)} once")
-        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
-            raise ConfigError(f"onnx detector: size must be [width, height], got {self.size!r}")
+
+    def input_feed(self) -> InputFeed:
+        """How the model takes its images (pixel statistics in 0-255 units, so no scaling)."""
+        return InputFeed(
+            name=self.input_name, layout=self.layout, channel_order=self.channel_order, size=self.size,
+            mean=self.mean, std=self.std, scale=1.0, interpolation=self.interpolation,
+            resize_backend=self.resize_backend,
+        )
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        """The spec keys (the field names)."""
+        return {f.name for f in fields(cls)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "OnnxDetectorSpec":
         if not isinstance(data, dict):
-            raise ConfigError(f"onnx detector spec must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"onnx detector spec: unknown keys {unknown}; known: {sorted(known)}")
-        if "decoding" not in data:
+            raise ConfigError(f"{SPEC_NAME} must be a mapping, got {type(data).__name__}")
+        return cls.load(data)
+
+    @classmethod
+    def load(cls, spec: "OnnxDetectorSpec | RawSpec | dict[str, Any] | str | Path") -> "OnnxDetectorSpec":
+        """A spec from itself, a :class:`RawSpec`, a mapping or a YAML file (relative to the working directory)."""
+        if isinstance(spec, OnnxDetectorSpec):
+            return spec
+        values = dict(read_spec(spec, SPEC_NAME, known=cls.keys()).values)
+        if "decoding" not in values:
             raise ConfigError(f"onnx detector spec needs 'decoding' ({' or '.join(DECODINGS)})")
-        values = dict(data)
         for key in ("size", "mean", "std", "strides", "columns"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
@@ -125,61 +134,6 @@ class OnnxDetectorSpec:
             except (TypeError, ValueError, IndexError):
                 raise ConfigError("onnx detector spec: outputs must map stride -> [scores_name, dist_name]") from None
         return cls(**values)
-
-    @classmethod
-    def load(cls, spec: "OnnxDetectorSpec | dict[str, Any] | str | Path") -> "OnnxDetectorSpec":
-        if isinstance(spec, OnnxDetectorSpec):
-            return spec
-        if isinstance(spec, (str, Path)):
-            path = Path(spec)
-            if not path.is_file():
-                raise ConfigError(f"onnx detector spec file {path} does not exist")
-            try:
-                spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-        return cls.from_dict(spec)  # type: ignore[arg-type]
-
-
-class OnnxDetectorEngine:
-    """Feeds an ONNX detector from our NCHW RGB batches: channel order, layout, fixed batch size."""
-
-    name = "onnxruntime"
-
-    def __init__(self, path: Path, spec: OnnxDetectorSpec, device: torch.device, cpu_threads: int | None) -> None:
-        self.inner = OnnxRuntimeEngine(path, device, cpu_threads, output_kind="dict")
-        self.device = device
-        self.spec = spec
-        inputs = {i.name: i for i in self.inner.session.get_inputs()}
-        name = spec.input_name or next(iter(inputs))
-        if name not in inputs:
-            raise ConfigError(f"{path.name}: no input named {name!r}; inputs are {sorted(inputs)}")
-        self.inner.input_name = name
-        shape = list(inputs[name].shape)
-        if len(shape) != 4:
-            raise ConfigError(f"{path.name}: input {name!r} has shape {shape}; expected a 4-d image tensor")
-        channel_axis = 1 if spec.layout == "NCHW" else 3
-        if isinstance(shape[channel_axis], int) and shape[channel_axis] != 3:
-            raise ConfigError(f"{path.name}: input {name!r} {shape} has no 3-channel axis for layout {spec.layout}")
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        h_axis, w_axis = (2, 3) if spec.layout == "NCHW" else (1, 2)
-        static = isinstance(shape[w_axis], int) and isinstance(shape[h_axis], int)
-        self.static_size = (shape[w_axis], shape[h_axis]) if static else None
-        self.output_shapes = {o.name: list(o.shape) for o in self.inner.session.get_outputs()}
-
-    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        batch = np.asarray(batch, dtype=np.float32)
-        if self.spec.channel_order == "BGR":
-            batch = batch[:, ::-1]
-        if self.spec.layout == "NHWC":
-            batch = batch.transpose(0, 2, 3, 1)
-        batch = np.ascontiguousarray(batch)
-        if self.fixed_batch in (None, len(batch)):
-            return self.inner(batch)
-        if self.fixed_batch != 1:
-            raise ConfigError(f"the ONNX detector takes batches of exactly {self.fixed_batch}")
-        parts = [self.inner(batch[i:i + 1]) for i in range(len(batch))]
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -217,7 +171,9 @@ def gfl_decode(
 class OnnxDetector(DetectionPredictor):
     """A :class:`DetectionPredictor` over an ONNX detector described by an :class:`OnnxDetectorSpec`."""
 
-    onnx_spec: OnnxDetectorSpec
+    def __init__(self, *args: Any, onnx_spec: OnnxDetectorSpec, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.onnx_spec = onnx_spec
 
     def _gfl_outputs(self) -> dict[int, tuple[str, str]]:
         spec = self.onnx_spec
@@ -275,32 +231,23 @@ class OnnxDetector(DetectionPredictor):
 
 def create_onnx_detector(
     model: str | Path,
-    spec: OnnxDetectorSpec | dict[str, Any] | str | Path,
-    device: str | None = None,
+    spec: OnnxDetectorSpec | RawSpec | dict[str, Any] | str | Path,
+    device: str | torch.device | None = None,
     cpu_threads: int | None = None,
     batch_size: int = 1,
     **params: Any,
 ) -> OnnxDetector:
-    """An ONNX detector as a ``mainbody_detection`` predictor (``predict(input, threshold=0.5)``)."""
+    """An ONNX detector as a ``mainbody_detection`` predictor (``predict(input, threshold=0.5)``).
+
+    It runs on ``device`` where ONNX Runtime can (CUDA needs onnxruntime-gpu), else on the CPU.
+    """
     path = Path(model)
     if not path.is_file():
         raise WeightsNotFoundError(f"ONNX model {path} does not exist")
     detector_spec = OnnxDetectorSpec.load(spec)
-    torch_device = device_for_onnx_file(resolve_device(device), path.name)
-    engine = OnnxDetectorEngine(path, detector_spec, torch_device, cpu_threads)
-    size = detector_spec.size or engine.static_size
-    if size is None:
-        raise ConfigError(f"{path.name} has a dynamic input size; give size: [width, height] in the spec")
-    if engine.static_size is not None and tuple(size) != tuple(engine.static_size):
-        width, height = engine.static_size
-        raise ConfigError(f"{path.name} takes {width}x{height} input; spec size is {size}")
-    # Our preprocessor works in RGB: reorder the model-order statistics to RGB.
-    order = slice(None, None, -1) if detector_spec.channel_order == "BGR" else slice(None)
-    preprocess = PreprocessConfig(
-        resize_short=None, crop=None, resize=(int(size[0]), int(size[1])),
-        mean=tuple(float(m) for m in detector_spec.mean[order]), std=tuple(float(s) for s in detector_spec.std[order]),
-        interpolation=detector_spec.interpolation, scale=1.0, backend=detector_spec.resize_backend,
-    )
+    feed = detector_spec.input_feed()
+    engine = ExternalOnnxEngine(path, feed, device, cpu_threads)
+    preprocess = preprocess_config(feed, engine, "size: [width, height]")
     model_spec = ModelSpec(
         name=path.stem,
         task="mainbody_detection",
@@ -318,9 +265,8 @@ def create_onnx_detector(
         },
     )
     labels = list(detector_spec.labels) if detector_spec.labels else None
-    detector = OnnxDetector(model_spec, engine, Preprocessor(preprocess), labels, batch_size=batch_size, **params)
-    detector.onnx_spec = detector_spec
-    detector.device = torch_device
+    detector = OnnxDetector(model_spec, engine, Preprocessor(preprocess), labels, batch_size=batch_size,
+                            device=engine.device, onnx_spec=detector_spec, **params)
     if detector_spec.decoding == "gfl":
         detector._gfl_outputs()  # fail now, not at the first image, when outputs cannot be matched
     return detector

@@ -27,7 +27,9 @@ resolved against the file's folder)::
       activation: none               # sigmoid (the output is logits) or none (already scores)
 
 The result is a :class:`~viewfinder.models.multilabel.MultiLabelPredictor`, so thresholds,
-batching, bad-input handling and results behave exactly as for the zoo models.
+batching, bad-input handling and results behave exactly as for the zoo models. Reading the
+spec and feeding the input are shared with the ONNX detector (:mod:`.onnx_external`); this
+module reads the scores. It runs on CUDA where onnxruntime-gpu is installed, else on the CPU.
 """
 from __future__ import annotations
 
@@ -36,21 +38,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+import torch
 
 from ..errors import ConfigError, WeightsNotFoundError
 from .labels import load_labels
 from .multilabel import MultiLabelPredictor
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig, Preprocessor
+from .onnx_external import ExternalOnnxEngine, InputFeed, RawSpec, preprocess_config, read_spec
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
 from .registry import ModelSpec
 
 MODEL_NAME = "ONNXMultiLabel"
-_TOP_KEYS = {"onnx", "name", "labels", "input", "output"}
+SPEC_NAME = "ONNX spec"  # how errors name the spec
+SPEC_KEYS = {"name", "labels", "input", "output"}  # besides the required "onnx"
 _INPUT_KEYS = {"name", "size", "resize_short", "crop", "layout", "color", "scale", "mean", "std", "interpolation",
                "resize_backend"}
 _OUTPUT_KEYS = {"name", "class_axis", "reduce", "activation"}
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
-           "tensor(double)": np.float64}
 
 
 @dataclass(frozen=True)
@@ -80,29 +82,6 @@ def _section(spec: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any
     return section
 
 
-def read_spec(spec: dict[str, Any] | str | Path) -> tuple[dict[str, Any], Path]:
-    """A spec dict or YAML file -> (the dict, the folder relative paths are resolved against)."""
-    if isinstance(spec, (str, Path)):
-        path = Path(spec)
-        if not path.is_file():
-            raise ConfigError(f"ONNX model spec {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-        base = path.resolve().parent
-    else:
-        data, base = spec, Path.cwd()
-    if not isinstance(data, dict):
-        raise ConfigError(f"an ONNX model spec must be a mapping, got {type(data).__name__}")
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise ConfigError(f"ONNX spec: unknown keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
-    if not data.get("onnx"):
-        raise ConfigError("ONNX spec needs 'onnx': the path of the .onnx file")
-    return data, base
-
-
 def _labels(value: Any, base: Path) -> list[str]:
     if value is None:
         raise ConfigError("ONNX spec needs 'labels': a shipped list name (coco80), a text file or a list")
@@ -125,53 +104,39 @@ def _labels(value: Any, base: Path) -> list[str]:
     return labels
 
 
-def _fixed(dim: Any) -> int | None:
-    return dim if isinstance(dim, int) and dim > 0 else None
+def _input_feed(section: dict[str, Any]) -> InputFeed:
+    """The ``input:`` section; mean/std default to ImageNet's, listed in the model's channel order."""
+    layout = _choice(section, "layout", ("NCHW", "NHWC"), "NCHW") if section.get("layout") else None
+    color = _choice(section, "color", ("RGB", "BGR"), "RGB")
+    order = slice(None, None, -1) if color == "BGR" else slice(None)
+    size = section.get("size")
+    try:
+        return InputFeed(
+            name=section.get("name"),
+            layout=layout,
+            channel_order=color,
+            size=tuple(int(v) for v in size) if size is not None else None,  # type: ignore[arg-type]
+            resize_short=int(section["resize_short"]) if section.get("resize_short") is not None else None,
+            crop=int(section["crop"]) if section.get("crop") else None,
+            mean=tuple(float(v) for v in section.get("mean", IMAGENET_MEAN[order])),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in section.get("std", IMAGENET_STD[order])),  # type: ignore[arg-type]
+            scale=float(section.get("scale", 1.0 / 255.0)),
+            interpolation=str(section.get("interpolation", "bilinear")),
+            resize_backend=str(section.get("resize_backend", "pillow")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"ONNX spec input: {exc}") from None
 
 
-class OnnxMultiLabelEngine:
+class OnnxMultiLabelEngine(ExternalOnnxEngine):
     """Runs the ONNX model on a preprocessed NCHW batch and returns ``[N, classes]`` scores."""
 
-    name = "onnxruntime"
-
-    def __init__(self, path: Path, input_name: str | None, layout: str | None, bgr: bool, output: OutputSpec,
+    def __init__(self, path: Path, feed: InputFeed, output: OutputSpec, device: str | torch.device | None = None,
                  cpu_threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if cpu_threads:
-            options.intra_op_num_threads = int(cpu_threads)
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            raise ConfigError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {exc})") from None
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = [o.name for o in self.session.get_outputs()]
-        if input_name is not None and input_name not in inputs:
-            raise ConfigError(f"{path} has no input {input_name!r}; inputs: {', '.join(inputs)}")
-        if output.name is not None and output.name not in outputs:
-            raise ConfigError(f"{path} has no output {output.name!r}; outputs: {', '.join(outputs)}")
-        node = inputs[input_name] if input_name else self.session.get_inputs()[0]
-        if len(node.shape) != 4:
-            raise ConfigError(f"{path}: input {node.name!r} has shape {node.shape}; an image input is 4-D")
-        self.input_name = node.name
-        self.input_shape = list(node.shape)
-        self.input_dtype = _DTYPES.get(node.type)
-        if self.input_dtype is None:
-            raise ConfigError(f"{path}: input {node.name!r} has unsupported type {node.type}")
-        if layout is None:  # read it from the shape when the channel axis is unambiguous
-            layout = "NHWC" if node.shape[3] in (1, 3) and node.shape[1] not in (1, 3) else "NCHW"
-        self.layout = layout
-        self.bgr = bgr
+        super().__init__(path, feed, device, cpu_threads)
         self.output = output
-        self.output_name = output.name or outputs[0]
-        self.batch_limit = _fixed(node.shape[0])  # a fixed batch dimension: run in chunks of it
-
-    def fixed_size(self) -> tuple[int, int] | None:
-        """(width, height) when the model's input size is fixed."""
-        h_axis, w_axis = (1, 2) if self.layout == "NHWC" else (2, 3)
-        height, width = _fixed(self.input_shape[h_axis]), _fixed(self.input_shape[w_axis])
-        return (width, height) if height and width else None
+        self.output_name = output.name or next(iter(self.output_shapes))
+        self.run_only([self.output_name])
 
     def _reduce(self, raw: np.ndarray) -> np.ndarray:
         spec = self.output
@@ -186,38 +151,29 @@ class OnnxMultiLabelEngine:
                               "to turn it into one score per class")
         return (scores.max(axis=1) if spec.reduce != "mean" else scores.mean(axis=1)).astype(np.float32)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.asarray(batch, dtype=np.float32)
-        if self.bgr:
-            batch = batch[:, ::-1]
-        if self.layout == "NHWC":
-            batch = batch.transpose(0, 2, 3, 1)
-        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        step = self.batch_limit or len(batch)
-        chunks = [self.session.run([self.output_name], {self.input_name: batch[i:i + step]})[0]
-                  for i in range(0, len(batch), step)]
-        return self._reduce(np.concatenate(chunks, axis=0))
+    def __call__(self, batch: np.ndarray) -> np.ndarray:  # type: ignore[override]
+        return self._reduce(super().__call__(batch)[self.output_name])
 
 
 def _not_buildable(**_: Any) -> Any:
     raise ConfigError(f"{MODEL_NAME} models are ONNX files; build them with create_onnx_multilabel(spec)")
 
 
-def create_onnx_multilabel(spec: dict[str, Any] | str | Path, batch_size: int = 1, cpu_threads: int | None = None,
+def create_onnx_multilabel(spec: RawSpec | dict[str, Any] | str | Path, batch_size: int = 1,
+                           cpu_threads: int | None = None, device: str | torch.device | None = None,
                            **params: Any) -> MultiLabelPredictor:
-    """A multi-label predictor over a user's ONNX model described by ``spec`` (see the module docstring)."""
-    data, base = read_spec(spec)
-    onnx_path = Path(str(data["onnx"])).expanduser()
-    if not onnx_path.is_absolute():
-        onnx_path = base / onnx_path
+    """A multi-label predictor over a user's ONNX model described by ``spec`` (see the module docstring).
+
+    It runs on ``device`` where ONNX Runtime can (CUDA needs onnxruntime-gpu), else on the CPU.
+    """
+    source = read_spec(spec, SPEC_NAME, known=SPEC_KEYS, names_onnx=True)
+    data, onnx_path = source.values, source.onnx
+    assert onnx_path is not None  # names_onnx=True
     if not onnx_path.is_file():
         raise WeightsNotFoundError(f"ONNX model file {onnx_path} does not exist")
-    labels = _labels(data.get("labels"), base)
-    feed = _section(data, "input", _INPUT_KEYS)
+    labels = _labels(data.get("labels"), source.folder)
+    feed = _input_feed(_section(data, "input", _INPUT_KEYS))
     read = _section(data, "output", _OUTPUT_KEYS)
-
-    layout = _choice(feed, "layout", ("NCHW", "NHWC"), "NCHW") if feed.get("layout") else None
-    bgr = _choice(feed, "color", ("RGB", "BGR"), "RGB") == "BGR"
     class_axis = read.get("class_axis", -1)
     if isinstance(class_axis, bool) or not isinstance(class_axis, int):
         raise ConfigError(f"ONNX spec output.class_axis must be an integer, got {class_axis!r}")
@@ -227,37 +183,8 @@ def create_onnx_multilabel(spec: dict[str, Any] | str | Path, batch_size: int = 
         reduce=_choice(read, "reduce", ("max", "mean", "none"), "max"),
         activation=_choice(read, "activation", ("sigmoid", "none"), "none"),
     )
-    engine = OnnxMultiLabelEngine(onnx_path, feed.get("name"), layout, bgr, output, cpu_threads)
-
-    mean = tuple(float(v) for v in feed.get("mean", IMAGENET_MEAN if not bgr else IMAGENET_MEAN[::-1]))
-    std = tuple(float(v) for v in feed.get("std", IMAGENET_STD if not bgr else IMAGENET_STD[::-1]))
-    if len(mean) != 3 or len(std) != 3:
-        raise ConfigError("ONNX spec input.mean and input.std need 3 values each")
-    if bgr:  # listed in the model's (BGR) order; the preprocessor normalises RGB, the engine then flips
-        mean, std = mean[::-1], std[::-1]
-    resize = feed.get("size")
-    if resize is None and feed.get("resize_short") is None:
-        resize = engine.fixed_size()
-        if resize is None:
-            raise ConfigError("the ONNX model's input size is not fixed: give input.size [width, height] "
-                              "or input.resize_short")
-    try:
-        config = PreprocessConfig(
-            resize_short=None if resize is not None else int(feed["resize_short"]),
-            crop=None if resize is not None else (int(feed["crop"]) if feed.get("crop") else None),
-            resize=tuple(int(v) for v in resize) if resize is not None else None,
-            mean=mean,
-            std=std,
-            scale=float(feed.get("scale", 1.0 / 255.0)),
-            interpolation=str(feed.get("interpolation", "bilinear")),
-            backend=str(feed.get("resize_backend", "pillow")),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"ONNX spec input: {exc}") from None
-    expected = engine.fixed_size()
-    if expected is not None and config.input_size[::-1] != expected:
-        raise ConfigError(f"{onnx_path.name} takes {expected[0]}x{expected[1]} images; the spec resizes to "
-                          f"{config.input_size[1]}x{config.input_size[0]}")
+    engine = OnnxMultiLabelEngine(onnx_path, feed, output, device, cpu_threads)
+    config = preprocess_config(feed, engine, "input.size [width, height] or input.resize_short")
 
     model_spec = ModelSpec(
         name=str(data.get("name") or MODEL_NAME),
@@ -268,8 +195,6 @@ def create_onnx_multilabel(spec: dict[str, Any] | str | Path, batch_size: int = 
         arch=f"onnx:{onnx_path.name}",
         defaults={"threshold": 0.5},
     )
-    predictor = MultiLabelPredictor(model_spec, engine, Preprocessor(config), labels, batch_size=batch_size,
-                                    **params)
-    predictor.activation = output.activation
-    predictor.num_classes = len(labels)
-    return predictor
+    return MultiLabelPredictor(model_spec, engine, Preprocessor(config), labels, batch_size=batch_size,
+                               num_classes=len(labels), device=engine.device, activation=output.activation,
+                               **params)

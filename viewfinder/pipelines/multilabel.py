@@ -6,7 +6,6 @@ user's own ONNX model (:mod:`viewfinder.models.onnx_multilabel`).
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +20,6 @@ from .base import BasePipeline
 from .config import submodule
 
 SUBMODULE = "ImageMultiLabelClassification"
-
-log = logging.getLogger(__name__)
 
 
 class MultiLabelClassificationPipeline(BasePipeline):
@@ -53,12 +50,11 @@ class MultiLabelClassificationPipeline(BasePipeline):
         if ignored:
             raise ConfigError(f"SubModules.{SUBMODULE}: {', '.join(ignored)} cannot be combined with "
                               f"model_name {ONNX_MODEL_NAME} (the spec names the ONNX file)")
-        if self.device and not str(self.device).lower().startswith("cpu"):
-            log.warning("%s models run on the CPU (onnxruntime); device %r is not used", ONNX_MODEL_NAME, self.device)
         return create_onnx_multilabel(
             entry["spec"],
             batch_size=entry.get("batch_size") or 1,
             cpu_threads=entry.get("cpu_threads") or self.options.get("cpu_threads"),
+            device=self.device,
         )
 
     def predict(self, input: Any, batch_size: int | None = None, threshold: Any = None,

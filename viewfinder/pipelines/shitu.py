@@ -16,7 +16,6 @@ whole image is used, so every input yields at least one box.
 """
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torchvision.ops import batched_nms
 
 from ..errors import ConfigError, InputError, ViewfinderError
@@ -97,25 +95,13 @@ class ShiTuV2Pipeline(BasePipeline):
         spec = entry.get("spec")
         if spec is None:
             raise ConfigError(f"SubModules.Detection: model_name {ONNX_DETECTOR} needs a 'spec' with 'onnx' and decoding")
-        base = self.config_dir
-        if isinstance(spec, (str, Path)):
-            path = (base / spec) if not Path(spec).is_absolute() else Path(spec)
-            if not path.is_file():
-                raise ConfigError(f"ONNX detector spec file {path} does not exist")
-            try:
-                spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-            base = path.parent
-        if not isinstance(spec, dict) or not spec.get("onnx"):
-            raise ConfigError("SubModules.Detection.spec needs 'onnx': the path of the .onnx file")
-        spec = copy.deepcopy(spec)
-        onnx_path = Path(str(spec.pop("onnx"))).expanduser()
-        if not onnx_path.is_absolute():
-            onnx_path = base / onnx_path
-        from ..models.onnx_detector import create_onnx_detector
+        from ..models.onnx_detector import OnnxDetectorSpec, create_onnx_detector
+        from ..models.onnx_external import read_spec
 
-        return create_onnx_detector(onnx_path, spec, device=self.device, batch_size=entry.get("batch_size") or 1,
+        # relative paths: a spec file's against this config's folder, `onnx` against the spec file's
+        source = read_spec(spec, "SubModules.Detection.spec", known=OnnxDetectorSpec.keys(), base=self.config_dir,
+                           names_onnx=True)
+        return create_onnx_detector(source.onnx, source, device=self.device, batch_size=entry.get("batch_size") or 1,
                                     cpu_threads=entry.get("cpu_threads") or self.options.get("cpu_threads"))
 
     @staticmethod
