@@ -55,7 +55,7 @@ def test_build_params_output_and_sources(name):
     spec = get_spec(name)
     assert spec.task == "image_multilabel_classification" and spec.labels == "coco80" and spec.num_classes == 80
     assert spec.preprocess.resize == (448, 448) and spec.preprocess.crop is None
-    assert spec.defaults == {"threshold": 0.5} and "pdparams" in spec.converters
+    assert spec.defaults == {} and "pdparams" in spec.converters  # the task's threshold (0.5) applies
     (source,) = spec.weight_sources
     assert source.format == "pdparams" and source.url == PRETRAINED_URL.format(name)
     assert source.filename == f"{name}_pretrained.pdparams"

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import click
 
-from .errors import ViewfinderError
+from .errors import ConfigError, ViewfinderError
 
 EXIT_INPUT_FAILED = 1
 EXIT_USAGE = 2
@@ -68,16 +68,41 @@ def _write_pipeline_config(name: str, save_path: str | None) -> None:
     click.echo(f"pipeline config written to {target}")
 
 
+def _predict_params(pipeline: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """The given predict flags (named as the parameters) as ``predict()`` keywords.
+
+    A flag the pipeline does not declare in its ``predict_params`` is refused before any
+    model loads, instead of being dropped.
+    """
+    from .pipelines import pipeline_class
+
+    runner_class = pipeline_class(pipeline)
+    taken = set(runner_class.predict_params)
+    given = {name: value for name, value in flags.items() if value is not None}
+    refused = [f"--{name}" for name in given if name not in taken]
+    if refused:
+        verb = "does" if len(refused) == 1 else "do"
+        its_flags = ", ".join(f"--{name}" for name in sorted(taken & set(flags))) or "none"
+        raise ConfigError(f"{', '.join(refused)} {verb} not apply to pipeline {runner_class.name} "
+                          f"(its flags: {its_flags})")
+    if "threshold" in given:  # a number, or JSON for the dict / list forms
+        from .models.multilabel import threshold_from_text
+
+        given["threshold"] = threshold_from_text(given["threshold"])
+    return given
+
+
 def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, save_path: str | None,
-                  use_hpip: bool, predict_kwargs: dict[str, Any], create_kwargs: dict[str, Any]) -> None:
+                  use_hpip: bool, predict_flags: dict[str, Any], create_kwargs: dict[str, Any]) -> None:
     from . import create_pipeline
 
     if not inputs:
         raise ViewfinderError("--input is required with --pipeline")
+    predict_kwargs = _predict_params(pipeline, predict_flags)
     runner = create_pipeline(pipeline, device=device, use_hpip=use_hpip, **create_kwargs)
     source: Any = list(inputs) if len(inputs) > 1 else inputs[0]
     failures = 0
-    for result in runner.predict(source, **{k: v for k, v in predict_kwargs.items() if v is not None}):
+    for result in runner.predict(source, **predict_kwargs):
         if not result.ok:
             failures += 1
             click.echo(f"viewfinder: error: {result['error']}", err=True)
@@ -90,14 +115,6 @@ def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, sa
         click.echo(f"results saved in {Path(save_path).resolve()}")
     if failures:
         sys.exit(EXIT_INPUT_FAILED)
-
-
-def _threshold(text: str | None) -> Any:
-    if text is None:
-        return None
-    from .models.multilabel import threshold_from_text
-
-    return threshold_from_text(text)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,8 +168,9 @@ def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], devic
         create_kwargs["cpu_threads"] = cpu_threads
     if random_init:
         create_kwargs["pretrained"] = False
+    # keyed by flag name, which is the predict() parameter's name
     _run_pipeline(pipeline, inputs, device, save_path, use_hpip,
-                  {"topk": topk, "threshold": _threshold(threshold), "batch_size": batch_size, "index": index_dir,
+                  {"topk": topk, "threshold": threshold, "batch_size": batch_size, "index": index_dir,
                    "det_threshold": det_threshold, "rec_threshold": rec_threshold, "rec_topk": rec_topk},
                   create_kwargs)
 

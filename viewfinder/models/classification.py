@@ -30,14 +30,16 @@ def topk(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class ClassificationPredictor(BasePredictor):
     """``predict(input, topk=5)`` -> :class:`TopkResult` per image."""
 
+    postprocess_params = {"topk": 5}
+
     def _validate_params(self, params: dict[str, Any]) -> None:
-        k = params.get("topk", 5)
+        k = params["topk"]
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ViewfinderError(f"topk must be a positive integer, got {k!r}")
 
     def _postprocess(self, outputs: Any, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
         logits = outputs if isinstance(outputs, np.ndarray) else next(iter(outputs.values()))
-        ids, scores = topk(softmax(logits.astype(np.float32, copy=True)), int(params.get("topk", 5)))
+        ids, scores = topk(softmax(logits.astype(np.float32, copy=True)), int(params["topk"]))
         scores = np.round(scores, 5).astype(np.float32)
         results: list[BaseResult] = []
         for image, row_ids, row_scores in zip(images, ids, scores):

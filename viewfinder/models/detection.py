@@ -10,7 +10,7 @@ Everything is vectorised; no Python loop runs per box.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from torchvision.ops import batched_nms, nms
 
 from ..errors import ConfigError, ViewfinderError
 from ..io import DecodedImage, full_image_loader
+from ..predict_params import reject_unknown_params
 from ..results import BaseResult, DetResult
 from .predictor import BasePredictor
 
@@ -137,6 +138,7 @@ def check_threshold(value: Any) -> float:
 class DetectionPredictor(BasePredictor):
     """``predict(input, threshold=0.5)`` -> :class:`DetResult` per image (boxes with score > threshold).
 
+    ``predict()`` also takes the :class:`NMSConfig` fields (``nms_threshold``, ``keep_top_k`` ...).
     Subclasses (adapters for other networks) override :meth:`decode_outputs`.
     """
 
@@ -147,13 +149,16 @@ class DetectionPredictor(BasePredictor):
             raise ConfigError(f"{spec.name} is a {spec.task} model, not a detector")
         return module
 
+    # the final score filter, then the NMS settings (a model's spec sets its own values)
+    postprocess_params = {"threshold": 0.5, **asdict(NMSConfig())}
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.labels:
             self.labels = list(self.params.get("label_list") or [DEFAULT_LABEL])
 
     def _validate_params(self, params: dict[str, Any]) -> None:
-        check_threshold(params.get("threshold", 0.5))
+        check_threshold(params["threshold"])
         config = NMSConfig.from_params(params)
         if not 0.0 <= config.nms_threshold <= 1.0:
             raise ViewfinderError(f"nms_threshold must be between 0 and 1, got {config.nms_threshold}")
@@ -165,7 +170,7 @@ class DetectionPredictor(BasePredictor):
 
     def _postprocess(self, outputs: Any, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
         boxes, scores = self.decode_outputs(outputs)
-        threshold = check_threshold(params.get("threshold", 0.5))
+        threshold = check_threshold(params["threshold"])
         config = NMSConfig.from_params(params)
         input_size = self.preprocess.config.input_size
         results: list[BaseResult] = []
@@ -188,7 +193,8 @@ class DetectionPredictor(BasePredictor):
 
     def predict_images(self, images: Sequence[np.ndarray | DecodedImage], **params: Any) -> list[BaseResult]:
         """Detect on already-decoded RGB uint8 images (or :class:`DecodedImage` s); one result each."""
-        merged = {**self.params, **{k: v for k, v in params.items() if v is not None}}
+        reject_unknown_params(f"{self.model_name}.predict_images()", params, self.postprocess_params)
+        merged = self.resolve_params(params)
         self._validate_params(merged)
         decoded = [
             image if isinstance(image, DecodedImage) else DecodedImage(image, (image.shape[1], image.shape[0]))

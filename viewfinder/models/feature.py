@@ -84,6 +84,7 @@ class FeaturePredictor(BasePredictor):
     # The sha256 of the network's weights: an index records it, so vectors from other
     # weights of the same architecture (a fine-tuned model dir) are not mixed in.
     records_weights = True
+    postprocess_params = {}  # a feature is the whole answer: predict() takes batch_size only
 
     @classmethod
     def adapt_module(cls, spec: Any, module: nn.Module) -> nn.Module:

@@ -104,6 +104,7 @@ class MultiLabelPredictor(BasePredictor):
     """
 
     task = "image_multilabel_classification"
+    postprocess_params = {"threshold": 0.5}
 
     def __init__(self, *args: Any, activation: str = "sigmoid", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -115,7 +116,7 @@ class MultiLabelPredictor(BasePredictor):
         return self.num_classes
 
     def _validate_params(self, params: dict[str, Any]) -> None:
-        parse_threshold(params.get("threshold", 0.5), self.class_count)
+        parse_threshold(params["threshold"], self.class_count)
 
     def _postprocess(self, outputs: Any, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
         raw = outputs if isinstance(outputs, np.ndarray) else next(iter(outputs.values()))
@@ -124,7 +125,7 @@ class MultiLabelPredictor(BasePredictor):
             raise ConfigError(f"{self.model_name} produced {raw.shape[1]} scores per image, "
                               f"expected {self.class_count} (one per class)")
         scores = sigmoid(raw) if self.activation == "sigmoid" else raw
-        thresholds = parse_threshold(params.get("threshold", 0.5), self.class_count)
+        thresholds = parse_threshold(params["threshold"], self.class_count)
         results: list[BaseResult] = []
         for image, row in zip(images, scores):
             ids, kept = select(row, thresholds)

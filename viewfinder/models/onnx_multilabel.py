@@ -193,7 +193,6 @@ def create_onnx_multilabel(spec: RawSpec | dict[str, Any] | str | Path, batch_si
         preprocess=config,
         num_classes=len(labels),
         arch=f"onnx:{onnx_path.name}",
-        defaults={"threshold": 0.5},
     )
     return MultiLabelPredictor(model_spec, engine, Preprocessor(config), labels, batch_size=batch_size,
                                num_classes=len(labels), device=engine.device, activation=output.activation,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from ..engines.base import Engine, EngineOutput
 from ..engines.cuda_decode import PendingJpeg, gpu_decoder_for
 from ..errors import InputError, ViewfinderError
 from ..io import DecodedImage, InputItem, iter_inputs, max_image_pixels
+from ..predict_params import reject_unknown_params
 from ..results import BaseResult, ErrorResult
 from .preprocess import Preprocessor
 from .registry import ModelSpec
@@ -91,6 +92,11 @@ class BasePredictor:
         """
         return module
 
+    #: The inference parameters ``predict()`` takes besides ``batch_size``, each with the task's
+    #: default: the value used when neither the caller nor the model (its ``ModelSpec.defaults``,
+    #: model dir or constructor) sets one. Any other keyword is refused.
+    postprocess_params: ClassVar[Mapping[str, Any]] = {}
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -137,11 +143,22 @@ class BasePredictor:
         return self.predict(input, **kwargs)
 
     def predict(self, input: Any, batch_size: int | None = None, **params: Any) -> Iterator[BaseResult]:
-        """Lazily yield one result per input image."""
+        """Lazily yield one result per input image; ``params`` are the declared ``postprocess_params``.
+
+        An undeclared keyword raises :class:`~viewfinder.errors.ConfigError` at once; everything
+        else (bad values included) waits until the results are iterated.
+        """
+        reject_unknown_params(f"{self.model_name}.predict()", params, ("batch_size", *self.postprocess_params))
+        return self._predict_lazily(input, batch_size, self.resolve_params(params))
+
+    def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The inference parameters a call runs with: ``given`` (None: not given), else the model's, else the task's."""
+        return {**self.postprocess_params, **self.params, **{k: v for k, v in given.items() if v is not None}}
+
+    def _predict_lazily(self, input: Any, batch_size: int | None, merged: dict[str, Any]) -> Iterator[BaseResult]:
         size = int(batch_size or self.batch_size)
         if size < 1:
             raise ViewfinderError(f"batch_size must be >= 1, got {batch_size}")
-        merged = {**self.params, **{k: v for k, v in params.items() if v is not None}}
         self._validate_params(merged)
         # Decode ahead: while one batch runs through the network, the next ones decode in the
         # pool, so decoding hides behind inference instead of adding to it.

@@ -69,7 +69,8 @@ class ModelSpec:
     build_kwargs: dict[str, Any] = field(default_factory=dict)
     #: "small" models are built fully in the zoo test, others only on the meta device
     large: bool = False
-    #: task-specific defaults (topk, threshold, feature_dim ...)
+    #: this model's own inference defaults where they differ from its task's (the predictor's
+    #: ``postprocess_params``), e.g. PP-ShiTuV2_det's NMS settings
     defaults: dict[str, Any] = field(default_factory=dict)
     #: converters from a named weight-file layout to this module's state_dict keys
     converters: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)

@@ -30,6 +30,11 @@ def _pipeline_class(name: str) -> type[BasePipeline]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def pipeline_class(pipeline: str | Path) -> type[BasePipeline]:
+    """The class a pipeline name or YAML file builds, without building it (e.g. to read its ``predict_params``)."""
+    return _pipeline_class(load_config(pipeline, None, PIPELINE_NAMES)["pipeline_name"])
+
+
 def create_pipeline(pipeline: str | Path | None = None, config: dict[str, Any] | None = None,
                     device: str | None = None, use_hpip: bool = False, **kwargs: Any) -> BasePipeline:
     """Create a pipeline from a registered name or a YAML file; ``config`` overrides the file."""
@@ -45,4 +50,5 @@ def list_pipelines() -> list[str]:
     return sorted(set(PIPELINE_NAMES.values()))
 
 
-__all__ = ["BasePipeline", "create_pipeline", "default_config_text", "list_pipelines", "PIPELINE_NAMES"]
+__all__ = ["BasePipeline", "create_pipeline", "default_config_text", "list_pipelines", "pipeline_class",
+           "PIPELINE_NAMES"]

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..models import create_model
 from ..models.predictor import BasePredictor
+from ..predict_params import reject_unknown_params
 from ..results import BaseResult
 
 
@@ -13,6 +14,9 @@ class BasePipeline:
     """A thin composition of models built from a PaddleX-shaped config."""
 
     name: str = ""
+    #: The keyword parameters ``predict()`` takes; any other raises ConfigError. The CLI
+    #: derives which of its flags apply to the pipeline from it.
+    predict_params: tuple[str, ...] = ()
 
     def __init__(self, config: dict[str, Any], device: str | None = None, use_hpip: bool = False,
                  **kwargs: Any) -> None:
@@ -31,8 +35,12 @@ class BasePipeline:
             values["engine"] = "onnxruntime"
         return create_model(device=self.device, **values)
 
-    def predict(self, input: Any, **kwargs: Any) -> Iterator[BaseResult]:
+    def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         raise NotImplementedError
+
+    def check_predict_params(self, params: dict[str, Any]) -> None:
+        """Refuse a ``predict()`` keyword the pipeline does not declare in ``predict_params``."""
+        reject_unknown_params(f"{self.name}.predict()", params, self.predict_params)
 
     def __call__(self, input: Any, **kwargs: Any) -> Iterator[BaseResult]:
         return self.predict(input, **kwargs)

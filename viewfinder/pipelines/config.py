@@ -26,6 +26,11 @@ def default_config_text(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def default_config(name: str) -> dict[str, Any]:
+    """The shipped config of pipeline ``name`` (canonical), parsed; a fresh copy each call."""
+    return parse_yaml(default_config_text(name), f"built-in {name}.yaml")
+
+
 def parse_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
@@ -48,7 +53,7 @@ def load_config(source: str | Path, override: dict[str, Any] | None = None,
     known = known or {}
     text_source = str(source)
     if text_source in known:
-        config = parse_yaml(default_config_text(known[text_source]), f"built-in {known[text_source]}.yaml")
+        config = default_config(known[text_source])
     else:
         path = Path(text_source)
         if path.suffix.lower() not in (".yaml", ".yml"):

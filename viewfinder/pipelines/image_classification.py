@@ -11,13 +11,22 @@ from .config import submodule
 
 class ImageClassificationPipeline(BasePipeline):
     name = "image_classification"
+    predict_params = ("batch_size", "topk")
 
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        entry = submodule(config, "ImageClassification")
-        self.topk = entry.get("topk", 5)
-        self.model = self._create_submodel(entry)
+        # The YAML's topk and batch_size become the model's own, so predict() needs no copy of them.
+        self.model = self._create_submodel(submodule(config, "ImageClassification"))
 
-    def predict(self, input: Any, batch_size: int | None = None, topk: int | None = None,
-                **kwargs: Any) -> Iterator[BaseResult]:
-        return self.model.predict(input, batch_size=batch_size, topk=topk if topk is not None else self.topk)
+    @property
+    def topk(self) -> int | None:
+        """The topk ``predict()`` uses when given none: the YAML's, else the model's default."""
+        return self.model.resolve_params({}).get("topk")
+
+    def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
+        """Lazily yield a :class:`~viewfinder.results.TopkResult` per image.
+
+        ``batch_size`` and ``topk`` override the YAML's values, which override the model's.
+        """
+        self.check_predict_params(params)
+        return self.model.predict(input, **params)

@@ -24,6 +24,7 @@ SUBMODULE = "ImageMultiLabelClassification"
 
 class MultiLabelClassificationPipeline(BasePipeline):
     name = "image_multilabel_classification"
+    predict_params = ("batch_size", "threshold")
 
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -57,12 +58,13 @@ class MultiLabelClassificationPipeline(BasePipeline):
             device=self.device,
         )
 
-    def predict(self, input: Any, batch_size: int | None = None, threshold: Any = None,
-                **kwargs: Any) -> Iterator[BaseResult]:
+    def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         """Lazily yield one :class:`~viewfinder.results.MLClassResult` per image.
 
         ``threshold`` (a number, ``{"default": t, class_id: t}`` or a per-class list)
-        overrides the YAML value, which overrides the model's default 0.5.
+        overrides the YAML value, which overrides the model's default; ``batch_size`` likewise.
         """
+        self.check_predict_params(params)
+        threshold = params.get("threshold")
         chosen = threshold if threshold is not None else self.threshold
-        return self.model.predict(input, batch_size=batch_size, threshold=chosen)
+        return self.model.predict(input, batch_size=params.get("batch_size"), threshold=chosen)

@@ -32,7 +32,7 @@ from ..models.feature import FEATURE_TASK, FeaturePredictor
 from ..models.predictor import BasePredictor, expand_inputs
 from ..results import BaseResult, ErrorResult, ShiTuResult
 from .base import BasePipeline
-from .config import submodule
+from .config import default_config, submodule
 from .gallery import read_gallery_file, read_id_file
 
 log = logging.getLogger(__name__)
@@ -68,16 +68,24 @@ def _is_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
 
 
+def _first_given(*values: Any) -> Any:
+    """The first value that is not None (a predict() keyword, then the config's value)."""
+    return next((value for value in values if value is not None), None)
+
+
 class ShiTuV2Pipeline(BasePipeline):
     name = "PP-ShiTuV2"
+    predict_params = ("index", "det_threshold", "rec_threshold", "rec_topk", "topk", "hamming_radius")
 
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.config_dir = Path(config.get("_config_dir", "."))
-        self.det_threshold = config.get("det_threshold", 0.5)
-        self.rec_threshold = config.get("rec_threshold", 0.5)
-        self.rec_topk = config.get("rec_topk", 5)
-        self.always_add_whole_image = bool(config.get("always_add_whole_image", False))
+        shipped = default_config(self.name)  # what a YAML file leaves out takes the shipped YAML's value
+        self.det_threshold = config.get("det_threshold", shipped["det_threshold"])
+        self.rec_threshold = config.get("rec_threshold", shipped["rec_threshold"])
+        self.rec_topk = config.get("rec_topk", shipped["rec_topk"])
+        self.always_add_whole_image = bool(config.get("always_add_whole_image",
+                                                      shipped["always_add_whole_image"]))
         self.dedup_threshold = config.get("dedup_threshold")
         self._default_index = None if _is_none(config.get("index")) else config["index"]
         self._check_numbers(self.det_threshold, self.rec_threshold, self.rec_topk)
@@ -265,15 +273,19 @@ class ShiTuV2Pipeline(BasePipeline):
         return target
 
     # ------------------------------------------------------------------ predict
-    def predict(self, input: Any, index: Any = None, det_threshold: float | None = None,
-                rec_threshold: float | None = None, rec_topk: int | None = None, topk: int | None = None,
-                hamming_radius: float | None = None, **kwargs: Any) -> Iterator[BaseResult]:
-        """Lazily yield a :class:`ShiTuResult` per image (``topk`` is accepted for ``rec_topk``)."""
-        det = self.det_threshold if det_threshold is None else det_threshold
-        rec = self.rec_threshold if rec_threshold is None else rec_threshold
-        k = rec_topk if rec_topk is not None else (topk if topk is not None else self.rec_topk)
+    def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
+        """Lazily yield a :class:`ShiTuResult` per image.
+
+        ``index`` (an IndexData or index folder), ``det_threshold``, ``rec_threshold`` and
+        ``rec_topk`` (``topk`` is accepted for it) override the config's values;
+        ``hamming_radius`` (PaddleX's, for binary indexes) is accepted and not used.
+        """
+        self.check_predict_params(params)
+        det = _first_given(params.get("det_threshold"), self.det_threshold)
+        rec = _first_given(params.get("rec_threshold"), self.rec_threshold)
+        k = _first_given(params.get("rec_topk"), params.get("topk"), self.rec_topk)
         self._check_numbers(det, rec, k)
-        gallery = self._load_index(index if index is not None else self._default_index)
+        gallery = self._load_index(_first_given(params.get("index"), self._default_index))
         self._check_index(gallery)
         return self._predict(input, gallery, float(det), float(rec), int(k))
 

@@ -123,7 +123,6 @@ def _add(name, builder, arch, preprocess=IMAGENET_224, sources=(), large=False, 
             param_count=PARAM_COUNTS[name],
             arch=arch,
             large=large,
-            defaults={"topk": 5},
             converters={**CLASSIFIER_CONVERTERS.get(name, {}), **(converters or {})},
         )
     )

@@ -95,7 +95,6 @@ def _add(name: str, builder: Callable[..., nn.Module], arch: str, converter, lar
             param_count=PARAM_COUNTS[name],
             arch=arch,
             large=large,
-            defaults={"threshold": 0.5},
             converters={"pdparams": converter},
         )
     )

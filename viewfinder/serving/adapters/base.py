@@ -27,11 +27,7 @@ class PipelineAdapter:
     def __init__(self, pipeline: Any, runtime: ServiceRuntime) -> None:
         self.pipeline = pipeline
         self.runtime = runtime
-        try:
-            parameters = inspect.signature(pipeline.predict).parameters
-        except (TypeError, ValueError):  # pragma: no cover - builtins
-            parameters = {}
-        self._takes_batch_size = "batch_size" in parameters
+        self._takes_batch_size = "batch_size" in predict_parameters(pipeline)
 
     def register(self, app: FastAPI) -> None:
         raise NotImplementedError
@@ -41,7 +37,11 @@ class PipelineAdapter:
 
     # ------------------------------------------------------------------ helpers
     def predict_all(self, inputs: list[Any], **params: Any) -> list[Any]:
-        """``pipeline.predict`` over ``inputs`` as one batch; None params are left to the pipeline."""
+        """``pipeline.predict`` over ``inputs`` as one batch; None params are left to the pipeline.
+
+        Adapters pass parameters the pipeline declares, by name: a request's other JSON fields
+        never reach ``predict()`` (the request schemas ignore them).
+        """
         kwargs = {k: v for k, v in params.items() if v is not None}
         if self._takes_batch_size:
             kwargs["batch_size"] = max(1, len(inputs))
@@ -49,6 +49,19 @@ class PipelineAdapter:
         if len(results) != len(inputs):
             raise RuntimeError(f"pipeline returned {len(results)} results for {len(inputs)} inputs")
         return results
+
+
+def predict_parameters(pipeline: Any) -> tuple[str, ...]:
+    """The keywords ``pipeline.predict`` takes: its declared ``predict_params``, else (a pipeline
+    object from elsewhere) the keyword parameters in its signature."""
+    declared = getattr(pipeline, "predict_params", None)
+    if declared is not None:
+        return tuple(declared)
+    try:
+        parameters = inspect.signature(pipeline.predict).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return ()
+    return tuple(parameters)
 
 
 def failed(result: Any) -> Exception | None:
