@@ -52,7 +52,6 @@ def tiny_model(monkeypatch):
     def register(name: str, module_cls: type[nn.Module]) -> str:
         spec = ModelSpec(name=name, task="image_classification", builder=lambda num_classes=10: module_cls(num_classes),
                          preprocess=TINY_PREPROCESS, num_classes=10, arch=module_cls.__name__)
-        registry._ensure_loaded()
         monkeypatch.setitem(registry._REGISTRY, name, spec)
         return name
 
