@@ -53,3 +53,37 @@ def test_import_scanner_resolves_relative_imports():
 def test_commands_do_not_import_the_cli_module():
     # cli.py loads every command module while it starts; importing it back is a cycle
     assert offenders("commands", "viewfinder.cli") == []
+
+
+def _all_subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _all_subclasses(sub)
+    return found
+
+
+def test_every_viewfinder_error_is_defined_in_viewfinder_errors():
+    import importlib
+    import pkgutil
+
+    from viewfinder.errors import ViewfinderError
+
+    for module in pkgutil.walk_packages(viewfinder.__path__, "viewfinder."):
+        importlib.import_module(module.name)
+    elsewhere = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in _all_subclasses(ViewfinderError)
+                       if cls.__module__.startswith("viewfinder.") and cls.__module__ != "viewfinder.errors")
+    assert elsewhere == []
+
+
+def test_packages_re_export_their_errors_from_the_one_tree():
+    from viewfinder import datasets, engines, errors, retrieval, training
+
+    assert engines.EngineError is errors.EngineError
+    assert engines.EngineUnavailableError is errors.EngineUnavailableError
+    assert engines.ExportError is errors.ExportError
+    assert training.TrainingError is errors.TrainingError
+    assert training.TrainingInterrupted is errors.TrainingInterrupted
+    assert datasets.DatasetError is errors.DatasetError
+    assert retrieval.IndexFolderGone is errors.IndexFolderGone
+    assert issubclass(errors.IndexFolderGone, errors.RetrievalIndexError)
+    assert issubclass(errors.UrlRefusedError, errors.InputError)

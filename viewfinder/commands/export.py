@@ -38,7 +38,7 @@ def export_model(model: str | None, model_dir: str | None, weights: str | None, 
     """Build the model exactly as ``create_model`` would, export, validate, write; returns the record."""
     import torch
 
-    from ..engines.errors import ExportError
+    from ..errors import ExportError
     from ..engines.export import ExportSettings
     from ..engines.onnx_cache import export_validated
     from ..models import create_model

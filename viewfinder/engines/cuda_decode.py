@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import EngineUnavailableError
 from ..io.jpeg_header import read_jpeg_header
-from .errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
 

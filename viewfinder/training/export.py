@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..datasets.formats import CLS, ML
-from ..engines.errors import ExportError
+from ..errors import ExportError
 from ..models.model_dir import write_model_dir
 from ..models.preprocess import PreprocessConfig, Preprocessor
 from ..models.registry import ModelSpec

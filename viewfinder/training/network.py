@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..datasets.formats import TASK_OF_TYPE
-from ..errors import ConfigError, ViewfinderError
+from ..errors import ConfigError, TrainingError, ViewfinderError
 from ..models.feature import CLASSIFIER_TASKS, FEATURE_TASK, PooledFeatures
 from ..models.labels import load_labels
 from ..models.model_dir import read_model_dir
@@ -35,7 +35,6 @@ from ..models.preprocess import PreprocessConfig
 from ..models.registry import ModelSpec, get_spec
 from ..models.weights import load_weights_file, resolve_default_weights
 from .config import HEAD_KINDS
-from .errors import TrainingError
 
 log = logging.getLogger(__name__)
 

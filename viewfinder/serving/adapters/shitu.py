@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import ConfigError, ViewfinderError
+from ...errors import ConfigError, ServiceError, ViewfinderError
 from ...results import to_jsonable
-from ..errors import ServiceError
 from ..images import decode_bgr
 from ..schemas import (
     AddImagesToIndexRequest,
