@@ -87,3 +87,8 @@ def test_packages_re_export_their_errors_from_the_one_tree():
     assert retrieval.IndexFolderGone is errors.IndexFolderGone
     assert issubclass(errors.IndexFolderGone, errors.RetrievalIndexError)
     assert issubclass(errors.UrlRefusedError, errors.InputError)
+
+
+def test_engines_do_not_import_models():
+    # engines run a network on a ready batch; preprocessing (the GPU decode included) is models'
+    assert offenders("engines", "viewfinder.models") == []

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..engines.base import Engine, EngineOutput
-from ..engines.cuda_decode import PendingJpeg, gpu_decoder_for
+from .gpu_decode import PendingJpeg, gpu_decoder_for
 from ..errors import InputError, ViewfinderError
 from ..io import DecodedImage, InputItem, decode_image, iter_inputs, max_image_pixels
 from ..results import BaseResult, ErrorResult
