@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from viewfinder import create_model
 from viewfinder.engines import EngineUnavailableError
-from viewfinder.engines.cuda_decode import CudaJpegDecoder
+from viewfinder.models.gpu_decode import CudaJpegDecoder
 from viewfinder.engines.select import choose_engine
 from viewfinder.errors import DeviceError, ViewfinderError
 from viewfinder.models import registry

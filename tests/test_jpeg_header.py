@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from viewfinder.engines.cuda_decode import CudaJpegDecoder
+from viewfinder.models.gpu_decode import CudaJpegDecoder
 from viewfinder.io import iter_inputs
 from viewfinder.io.jpeg_header import read_jpeg_header
 from viewfinder.models.preprocess import PreprocessConfig

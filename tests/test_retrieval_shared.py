@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from viewfinder.retrieval import FolderVersion, IndexData, IndexFolderGone, writer_lock
-from viewfinder.serving.errors import IndexNotFoundError
+from viewfinder.errors import IndexNotFoundError
 from viewfinder.serving.storage import IndexStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,51 +9,15 @@ User errors print one line on stderr and exit non-zero; never a traceback.
 """
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
+from .commands.guard import EXIT_INPUT_FAILED, EXIT_USAGE, guarded
 from .errors import ConfigError, ViewfinderError
-
-EXIT_INPUT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERNAL = 3
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    click.echo(f"viewfinder: error: {message}", err=True)
-    sys.exit(code)
-
-
-def guarded(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected errors into one line + exit code; unexpected ones too, unless debugging."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except ViewfinderError as exc:
-            _fail(str(exc))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except BrokenPipeError:  # output piped into `head` and closed: not an error
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(0)
-        except (click.exceptions.Exit, click.ClickException, SystemExit):
-            raise
-        except Exception as exc:  # a bug: still one line, the traceback only on request
-            if os.environ.get("VIEWFINDER_DEBUG"):
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (set VIEWFINDER_DEBUG=1 for details)",
-                  EXIT_INTERNAL)
-
-    return wrapper
-
 
 def _write_pipeline_config(name: str, save_path: str | None) -> None:
     from .pipelines import PIPELINE_NAMES, default_config_text

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import click
 
+from .guard import guarded
+
 TYPE_HELP = "ClsDataset, MLClsDataset or ShiTuRecDataset."
 
 
 def register(cli: click.Group) -> None:
-    from ..cli import guarded
-
     @cli.group("dataset")
     def dataset_group() -> None:
         """Check, convert and split datasets in PaddleX's formats."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import click
 
+from .guard import guarded
+
 
 def register(cli: click.Group) -> None:
-    from ..cli import guarded
-
     @cli.command("evaluate")
     @click.option("--model", default=None, help="Zoo model name.")
     @click.option("--model_dir", default=None, help="Saved model dir (e.g. OUTPUT/best_model).")

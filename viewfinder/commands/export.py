@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from .guard import guarded
+
 
 def _embed_metadata(path: Path, metadata: dict[str, str]) -> bool:
     """Store ``metadata`` in the ONNX file's metadata_props (needs the onnx package)."""
@@ -36,7 +38,7 @@ def export_model(model: str | None, model_dir: str | None, weights: str | None, 
     """Build the model exactly as ``create_model`` would, export, validate, write; returns the record."""
     import torch
 
-    from ..engines.errors import ExportError
+    from ..errors import ExportError
     from ..engines.export import ExportSettings
     from ..engines.onnx_cache import export_validated
     from ..models import create_model
@@ -64,8 +66,6 @@ def export_model(model: str | None, model_dir: str | None, weights: str | None, 
 
 
 def register(cli: click.Group) -> None:
-    from ..cli import guarded
-
     @cli.command("export")
     @click.option("--model", "model", default=None, help="Model name (see `viewfinder models`).")
     @click.option("--model_dir", default=None, help="A saved model folder instead of --model.")

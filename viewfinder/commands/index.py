@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from .guard import guarded
+
 PIPELINE_HELP = "PP-ShiTuV2 pipeline name or YAML (decides the recognition model)."
 
 
@@ -32,8 +34,6 @@ def _report(runner, index, index_dir: str) -> None:
 
 
 def register(cli: click.Group) -> None:
-    from ..cli import guarded
-
     @cli.group("index")
     def index_group() -> None:
         """Build, append to, remove from and inspect gallery indexes."""

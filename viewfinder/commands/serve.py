@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from .guard import guarded
+
 
 def run_server(pipeline: str | None, host: str | None, port: int | None, device: str | None,
                use_hpip: bool, data_dir: str | None, api_key: str | None, **options: Any) -> None:
@@ -26,8 +28,6 @@ def run_server(pipeline: str | None, host: str | None, port: int | None, device:
 
 
 def register(cli: click.Group) -> None:
-    from ..cli import guarded  # imported here: cli imports this module while it loads
-
     @click.command("serve")
     @click.option("--pipeline", required=True, help="Pipeline name (image_classification, PP-ShiTuV2, ...) or YAML file.")
     @click.option("--host", default=None, help="Address to listen on (default 0.0.0.0).")

@@ -12,10 +12,10 @@ import sys
 
 import click
 
+from .guard import guarded
+
 
 def register(cli: click.Group) -> None:
-    from ..cli import guarded
-
     @cli.command("train")
     @click.option("--model", default=None, help="Zoo model to start from (see `viewfinder models`).")
     @click.option("--model_dir", default=None, help="Saved model dir to start from instead.")

@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import DatasetError, raise_problems
+from ..errors import DatasetError
+from .problems import raise_problems
 from .formats import CLS, ML, REC, normalize_type
 
 CONVERSIONS = {(CLS, "LabelMe"), (REC, "LabelMe"), (ML, "COCO")}

@@ -12,7 +12,7 @@ ShiTuRecDataset train.txt, gallery.txt, query.txt      ``images/x.jpg 17`` (one 
 spaces); ids start at 0 and ``num_classes = max(id) + 1``. A ShiTuRec root is the parent
 of the one ``images/`` folder found under the given directory (PaddleX globs ``**/images``).
 Every problem is reported with its file and line; a dataset either loads completely or
-raises :class:`~viewfinder.datasets.errors.DatasetError`.
+raises :class:`~viewfinder.errors.DatasetError`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatasetError, raise_problems
+from ..errors import DatasetError
+from .problems import raise_problems
 
 CLS = "ClsDataset"
 ML = "MLClsDataset"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from .errors import DatasetError
+from ..errors import DatasetError
 from .formats import ML, REC, SPLITS, find_rec_root, load_dataset, normalize_type
 
 

@@ -3,8 +3,8 @@
 ``torch`` (CPU or CUDA) and ``onnxruntime`` (exported and cached on first use) share
 one interface, :class:`Engine`; :func:`build_engine` picks one for a model.
 """
+from ..errors import EngineError, EngineUnavailableError, ExportError
 from .base import Engine, EngineOutput
-from .errors import EngineError, EngineUnavailableError, ExportError
 from .export import ExportSettings, export_onnx, validate_export, weights_hash
 from .onnx_engine import OnnxRuntimeEngine, onnxruntime_available
 from .select import ENGINES, build_engine, choose_engine, normalize_engine

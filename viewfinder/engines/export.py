@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ExportError
+from ..errors import ExportError
 
 log = logging.getLogger(__name__)
 

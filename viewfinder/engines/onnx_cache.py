@@ -24,8 +24,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..errors import EngineError, ExportError
 from ..paths import onnx_dir
-from .errors import EngineError, ExportError
 from .export import RELATIVE_TOLERANCE, ExportSettings, export_onnx, validate_export, weights_hash
 from .onnx_engine import OnnxRuntimeEngine
 

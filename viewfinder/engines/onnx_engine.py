@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import EngineError, EngineUnavailableError
 from .base import EngineOutput
-from .errors import EngineError, EngineUnavailableError
 from .threads import resolve_cpu_threads
 
 log = logging.getLogger(__name__)

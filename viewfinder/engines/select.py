@@ -15,9 +15,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, EngineError, EngineUnavailableError, ExportError
 from .base import Engine
-from .errors import EngineError, EngineUnavailableError, ExportError
 from .export import ExportSettings
 from .onnx_engine import cuda_provider_available, import_onnxruntime, onnxruntime_available
 from .torch_engine import TorchEngine, set_cpu_threads

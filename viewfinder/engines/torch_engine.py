@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import EngineError
 from .base import EngineOutput
-from .errors import EngineError
 
 log = logging.getLogger(__name__)
 

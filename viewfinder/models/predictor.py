@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..engines.base import Engine, EngineOutput
-from ..engines.cuda_decode import PendingJpeg, gpu_decoder_for
+from .gpu_decode import PendingJpeg, gpu_decoder_for
 from ..errors import InputError, ViewfinderError
 from ..io import DecodedImage, InputItem, iter_inputs, max_image_pixels
 from ..predict_params import reject_unknown_params

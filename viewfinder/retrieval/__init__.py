@@ -5,6 +5,7 @@ searches, saves and loads a gallery index. See docs/retrieval.md.
 """
 from __future__ import annotations
 
+from viewfinder.errors import IndexFolderGone
 from viewfinder.retrieval.cli import index_info_command
 from viewfinder.retrieval.faiss_factory import (
     INDEX_TYPES,
@@ -15,7 +16,7 @@ from viewfinder.retrieval.faiss_factory import (
     normalize_metric_type,
 )
 from viewfinder.retrieval.index import IndexData, VectorIndex
-from viewfinder.retrieval.shared_folder import FolderVersion, IndexFolderGone, writer_lock
+from viewfinder.retrieval.shared_folder import FolderVersion, writer_lock
 from viewfinder.retrieval.threads import faiss_threads, get_num_threads, set_num_threads
 
 __all__ = [

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from viewfinder.errors import RetrievalIndexError
+from viewfinder.errors import IndexFolderGone, RetrievalIndexError
 from viewfinder.retrieval.storage import VECTOR_FILE
 
 try:  # POSIX only; elsewhere a folder has one writer process by convention.
@@ -29,10 +29,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 WRITER_LOCK_FILE = ".viewfinder-writer.lock"
-
-
-class IndexFolderGone(RetrievalIndexError):
-    """The folder was deleted (or replaced) while we waited for its writer lock."""
 
 
 @contextmanager

@@ -11,9 +11,9 @@ from PIL import Image
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import RequestTooLargeError
 from .batching import MicroBatcher, WorkerPool
 from .config import ServingConfig
-from .errors import RequestTooLargeError
 from .images import check_image, decode_base64, encode_jpeg, is_url
 from .security import fetch_url
 from .storage import IndexStore

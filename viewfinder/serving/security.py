@@ -18,9 +18,8 @@ import ssl
 import time
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import InputError
+from ..errors import InputError, RequestTooLargeError, UrlRefusedError
 from .config import UrlPolicy
-from .errors import RequestTooLargeError, UrlRefusedError
 
 # Cloud metadata services (AWS/GCP/Azure/OpenStack, AWS ECS, Alibaba, AWS IPv6).
 METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (

@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RetrievalIndexError, ViewfinderError
+from ..errors import IndexFolderGone, IndexNotFoundError, RetrievalIndexError, ServiceError, ViewfinderError
 from ..retrieval import IndexData
-from ..retrieval.shared_folder import FolderVersion, IndexFolderGone, writer_lock
+from ..retrieval.shared_folder import FolderVersion, writer_lock
 from ..retrieval.storage import fsync_dir
-from .errors import IndexNotFoundError, ServiceError
 from .security import valid_index_key
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@
                                output="out", epochs=5))
     metrics = evaluate("data", "ClsDataset", model_dir="out/best_model")
 """
+from ..errors import TrainingError, TrainingInterrupted
 from .config import TrainConfig
-from .errors import TrainingError, TrainingInterrupted
 from .evaluate import evaluate
 from .export import export_onnx_from_model_dir
 from .trainer import Trainer, train

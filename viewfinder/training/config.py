@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ..datasets.formats import CLS, ML, REC, normalize_type
-from .errors import TrainingError
+from ..errors import TrainingError
 
 
 def _f(section: str, default: Any = None, help: str = "") -> Any:

@@ -22,13 +22,12 @@ from tqdm import tqdm
 
 from ..datasets.formats import ML, REC, Dataset, load_dataset, normalize_type
 from ..device import resolve_device
-from ..errors import ViewfinderError
+from ..errors import TrainingError, ViewfinderError
 from ..memory import retained_heap
 from ..models.feature import feature_network, l2_normalize
 from ..models.loader import load_network
 from ..models.preprocess import PreprocessConfig
 from .data import EvalBatches, ImageSet, load_images
-from .errors import TrainingError
 from .metrics import multilabel_map, retrieval_metrics, topk_accuracy
 from .network import resolve_preprocess
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..datasets.formats import CLS, ML
-from ..engines.errors import ExportError
+from ..errors import ExportError
 from ..models.feature import feature_network
 from ..models.loader import load_network
 from ..models.model_dir import write_model_dir

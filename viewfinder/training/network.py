@@ -26,12 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..datasets.formats import TASK_OF_TYPE
+from ..errors import TrainingError
 from ..models.feature import CLASSIFIER_TASKS, FEATURE_TASK, PooledFeatures, feature_network
 from ..models.loader import LoadedNetwork, build_network
 from ..models.preprocess import PreprocessConfig
 from ..models.registry import ModelSpec
 from .config import HEAD_KINDS
-from .errors import TrainingError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 
 def shuffled_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

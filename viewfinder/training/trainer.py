@@ -42,12 +42,12 @@ from tqdm import tqdm
 from ..datasets.charts import line_chart, save_png, stack
 from ..datasets.formats import ML, REC, load_dataset
 from ..device import resolve_device
+from ..errors import TrainingError, TrainingInterrupted
 from ..memory import retained_heap
 from ..models.loader import load_network
 from .batchnorm import fold_batch_norm, recalibrate_batch_norm
 from .config import TrainConfig
 from .data import ResizedBatches, TrainDataset, load_images, train_transform
-from .errors import TrainingError, TrainingInterrupted
 from .evaluate import Evaluator
 from .export import postprocess_defaults, save_model_dir, try_export_onnx
 from .losses import AsymmetricLoss, TripletAngularMarginLoss

@@ -4,7 +4,7 @@ Converters (``spec.converters["pdparams"]``) for PP-LCNet, PP-HGNetV2 and their
 ML-Decoder variants, ResNet50_ML and CLIP_vit_base_patch16_448_ML, plus a faithful
 PaddleClas MobileNetV3 (timm's differs: see :class:`PaddleMobileNetV3`) with its own.
 
-What every converter handles:
+What every converter handles (the generic parts with :mod:`.paddle_converters`):
 
 * BatchNorm running statistics are stored as ``._mean`` / ``._variance``;
 * Paddle ``Linear`` weights are ``[in, out]`` (transposed relative to torch);
@@ -24,64 +24,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .paddle_converters import (
+    BN_RENAMES,
+    Converter,
+    add_prefix,
+    as_array,
+    bn_rename,
+    copy_entry,
+    copy_linear,
+    lcnet_renames,
+    linear_to_torch,
+    rename_keys,
+    take_prefix,
+    transpose_linear,
+)
 
-Converter = Callable[[dict[str, Any]], dict[str, Any]]
-
-_BN_SUFFIX = {"_mean": "running_mean", "_variance": "running_var"}
 # PaddleClas's Dropout(p=0.2, mode="downscale_in_infer") before the classifier (PP-LCNet, MobileNetV3)
 LCNET_KEEP = 0.8
 MOBILENET_V3_KEEP = 0.8
 
 
-def _array(value: Any) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
-def _bn_rename(key: str) -> str:
-    head, _, last = key.rpartition(".")
-    return f"{head}.{_BN_SUFFIX[last]}" if last in _BN_SUFFIX else key
-
-
-def _copy(state: dict[str, Any], src: str, out: dict[str, Any], dst: str) -> None:
-    # Converters never raise on a foreign file: an absent entry shows up in the loader's
-    # missing/unexpected key report, which names the problem better.
-    if src in state:
-        out[dst] = _array(state[src])
-
-
-def _linear(state: dict[str, Any], src: str, dst: str, out: dict[str, Any], scale: float = 1.0) -> None:
-    """Paddle ``Linear`` ``src`` ([in, out]) -> torch ``dst`` ([out, in]); ``scale`` folds a constant input factor."""
-    if f"{src}.weight" in state:
-        weight = _array(state[f"{src}.weight"]).T
-        out[f"{dst}.weight"] = np.ascontiguousarray(weight * np.float32(scale) if scale != 1.0 else weight)
-    _copy(state, f"{src}.bias", out, f"{dst}.bias")
-
-
-def _take(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """Entries under ``prefix.``, with the prefix removed."""
-    cut = len(prefix) + 1
-    return {key[cut:]: value for key, value in state.items() if key.startswith(prefix + ".")}
-
-
-def _renamed(state: dict[str, Any], rules: list[tuple[re.Pattern[str], str]]) -> dict[str, Any]:
-    """Apply the first matching (pattern, replacement) rule to each key; BN statistics renamed too.
-
-    Keys no rule matches are kept as they are, so ``load_weights_file`` names them as unexpected.
-    """
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        new = key
-        for pattern, replacement in rules:
-            if pattern.match(key):
-                new = pattern.sub(replacement, key)
-                break
-        out[_bn_rename(new)] = value
-    return out
-
-
 # --- ML-Decoder ---------------------------------------------------------------------------
 
-_DECODER_LINEARS = re.compile(r"^decoder\.layers\.\d+\.(cross_attn\.(q|k|v|out)_proj|linear1|linear2)\.weight$")
+_DECODER_LINEARS = r"^decoder\.layers\.\d+\.(cross_attn\.(q|k|v|out)_proj|linear1|linear2)\.weight$"
 
 
 def ml_decoder_from_paddle(state: dict[str, Any], keep: float = 1.0) -> dict[str, Any]:
@@ -90,83 +55,43 @@ def ml_decoder_from_paddle(state: dict[str, Any], keep: float = 1.0) -> dict[str
     Names are identical by construction; Linear weights are transposed. ``keep`` folds
     a ``downscale_in_infer`` dropout in front of the head into ``input_proj``.
     """
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        array = _array(value)
-        if _DECODER_LINEARS.match(key):
-            array = np.ascontiguousarray(array.T)
-        elif key == "input_proj.weight" and keep != 1.0:
-            array = array * np.float32(keep)
-        out[key] = array
+    out = transpose_linear({key: as_array(value) for key, value in state.items()}, (_DECODER_LINEARS,))
+    if "input_proj.weight" in out and keep != 1.0:
+        out["input_proj.weight"] = out["input_proj.weight"] * np.float32(keep)
     return out
-
-
-def _with_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {f"{prefix}.{key}": value for key, value in state.items()}
 
 
 # --- PP-LCNet (timm ``lcnet_*`` layout) ----------------------------------------------------
 
-def _lcnet_block(match: re.Match[str]) -> str:
-    """PaddleClas blocks2..blocks6 -> timm's six stages (timm splits blocks5 into 2 + 4 blocks)."""
-    group, index = int(match.group(1)), int(match.group(2))
-    if group == 5:
-        stage, index = (3, index) if index < 2 else (4, index - 2)
-    else:
-        stage = {2: 0, 3: 1, 4: 2, 6: 5}[group]
-    return f"blocks.{stage}.{index}."
-
-
-_LCNET_PARTS = {"dw_conv.conv": "conv_dw", "dw_conv.bn": "bn1", "pw_conv.conv": "conv_pw", "pw_conv.bn": "bn2",
-                "se.conv1": "se.conv_reduce", "se.conv2": "se.conv_expand"}
-
-
-_LCNET_KEY = re.compile(r"^blocks(\d)\.(\d+)\.(" + "|".join(re.escape(p) for p in _LCNET_PARTS) + r")\.(.+)$")
-
-
 def _lcnet_body(state: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in state.items():
-        match = _LCNET_KEY.match(key)
-        if match:
-            new = _lcnet_block(match) + _LCNET_PARTS[match.group(3)] + "." + match.group(4)
-        elif key.startswith("conv1.conv."):
-            new = "conv_stem." + key[len("conv1.conv."):]
-        elif key.startswith("conv1.bn."):
-            new = "bn1." + key[len("conv1.bn."):]
-        elif key.startswith(("last_conv.", "fc.")):
-            continue
-        else:
-            new = key
-        out[_bn_rename(new)] = value
-    return out
+    return rename_keys(state, lcnet_renames() + BN_RENAMES, drop=(r"^last_conv\.", r"^fc\."))
 
 
 def lcnet_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     """PaddleClas ``PPLCNet_x*`` -> timm ``lcnet_*`` (PP-LCNet_x0_25 ... x2_5; not x0_35, see module notes)."""
     out = _lcnet_body(state)
     if "last_conv.weight" in state:  # bias-free in PaddleClas, biased in timm
-        last = _array(state["last_conv.weight"])
+        last = as_array(state["last_conv.weight"])
         out["conv_head.weight"] = last
         out["conv_head.bias"] = np.zeros(last.shape[0], dtype=np.float32)
-    _linear(state, "fc", "classifier", out, scale=LCNET_KEEP)
+    copy_linear(state, "fc", "classifier", out, scale=LCNET_KEEP)
     return out
 
 
 def lcnet_ml_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     """PaddleX ``PP-LCNet_x1_0_ML`` -> :class:`MLDecoderNet` (timm LCNet backbone, last conv as neck)."""
-    out = _with_prefix(_lcnet_body(state), "backbone")
-    _copy(state, "last_conv.weight", out, "neck.0.weight")
-    out.update(_with_prefix(ml_decoder_from_paddle(_take(state, "fc"), keep=LCNET_KEEP), "head"))
+    out = add_prefix(_lcnet_body(state), "backbone")
+    copy_entry(state, "last_conv.weight", out, "neck.0.weight")
+    out.update(add_prefix(ml_decoder_from_paddle(take_prefix(state, "fc"), keep=LCNET_KEEP), "head"))
     return out
 
 
 # --- PP-HGNetV2 (timm ``hgnetv2_b*`` layout) -----------------------------------------------
 
-_HGNET_RULES = [
-    (re.compile(r"^(stages\.\d+\.blocks\.\d+)\.aggregation_squeeze_conv\."), r"\1.aggregation.0."),
-    (re.compile(r"^(stages\.\d+\.blocks\.\d+)\.aggregation_excitation_conv\."), r"\1.aggregation.1."),
-]
+_HGNET_RENAMES = (
+    (r"^(stages\.\d+\.blocks\.\d+)\.aggregation_squeeze_conv\.", r"\1.aggregation.0."),
+    (r"^(stages\.\d+\.blocks\.\d+)\.aggregation_excitation_conv\.", r"\1.aggregation.1."),
+)
 
 
 class PaddleHGNetV2Stem(nn.Module):
@@ -211,15 +136,15 @@ def paddle_hgnetv2_builder(arch: str) -> Callable[..., nn.Module]:
 
 def _hgnet_body(state: dict[str, Any]) -> dict[str, Any]:
     body = {k: v for k, v in state.items() if k.startswith(("stem.", "stages."))}
-    return _renamed(body, _HGNET_RULES)
+    return rename_keys(body, _HGNET_RENAMES + BN_RENAMES)
 
 
 def _hgnet_last_conv(state: dict[str, Any], prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    _copy(state, "last_conv.weight", out, f"{prefix}.0.weight")
+    copy_entry(state, "last_conv.weight", out, f"{prefix}.0.weight")
     # B0-B3 use a LearnableAffineBlock after the last conv's ReLU
-    _copy(state, "lab.scale", out, f"{prefix}.2.scale")
-    _copy(state, "lab.bias", out, f"{prefix}.2.bias")
+    copy_entry(state, "lab.scale", out, f"{prefix}.2.scale")
+    copy_entry(state, "lab.bias", out, f"{prefix}.2.bias")
     return out
 
 
@@ -227,15 +152,15 @@ def hgnetv2_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     """PaddleClas ``PPHGNetV2_B*`` -> timm ``hgnetv2_b*`` (dropout_prob is 0: nothing to fold)."""
     out = _hgnet_body(state)
     out.update(_hgnet_last_conv(state, "head.last_conv"))
-    _linear(state, "fc", "head.fc", out)
+    copy_linear(state, "fc", "head.fc", out)
     return out
 
 
 def hgnetv2_ml_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     """PaddleX ``PP-HGNetV2-B*_ML`` -> :class:`MLDecoderNet` (timm HGNetV2 backbone, last conv block as neck)."""
-    out = _with_prefix(_hgnet_body(state), "backbone")
+    out = add_prefix(_hgnet_body(state), "backbone")
     out.update(_hgnet_last_conv(state, "neck"))
-    out.update(_with_prefix(ml_decoder_from_paddle(_take(state, "fc")), "head"))
+    out.update(add_prefix(ml_decoder_from_paddle(take_prefix(state, "fc")), "head"))
     return out
 
 
@@ -263,14 +188,14 @@ def _resnet_body(state: dict[str, Any], depths: tuple[int, ...]) -> dict[str, An
             new = f"layer{stage + 1}.{block - starts[stage]}.{layer}.{match.group(4)}"
         else:
             continue
-        out[_bn_rename(new)] = value
+        out[bn_rename(new)] = value
     return out
 
 
 def resnet50_ml_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     """PaddleX ``ResNet50_ML`` -> :class:`MLDecoderNet` (timm ``resnet50`` backbone, no neck)."""
-    out = _with_prefix(_resnet_body(state, (3, 4, 6, 3)), "backbone")
-    out.update(_with_prefix(ml_decoder_from_paddle(_take(state, "fc")), "head"))
+    out = add_prefix(_resnet_body(state, (3, 4, 6, 3)), "backbone")
+    out.update(add_prefix(ml_decoder_from_paddle(take_prefix(state, "fc")), "head"))
     return out
 
 
@@ -288,12 +213,12 @@ def clip_vit_ml_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     for key, value in state.items():
         if key == "proj" or key.startswith("head."):
             continue
-        array = _array(value)
+        array = as_array(value)
         if _VIT_LINEARS.match(key):
-            array = np.ascontiguousarray(array.T)
+            array = linear_to_torch(array)
         new = "norm_pre." + key[len("ln_pre."):] if key.startswith("ln_pre.") else key
         out[f"backbone.vit.{new}"] = array
-    out.update(_with_prefix(ml_decoder_from_paddle(_take(state, "head")), "head"))
+    out.update(add_prefix(ml_decoder_from_paddle(take_prefix(state, "head")), "head"))
     return out
 
 
@@ -423,8 +348,8 @@ def paddle_mobilenet_v3_builder(size: str, scale: float) -> Callable[..., nn.Mod
 
 def mobilenet_v3_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
     """PaddleClas ``MobileNetV3_*`` -> :class:`PaddleMobileNetV3` (same names; BN stats, fc transpose, dropout fold)."""
-    out = {_bn_rename(k): v for k, v in state.items() if not k.startswith("fc.")}
-    _linear(state, "fc", "fc", out, scale=MOBILENET_V3_KEEP)
+    out = rename_keys(state, BN_RENAMES, drop=(r"^fc\.",))
+    copy_linear(state, "fc", "fc", out, scale=MOBILENET_V3_KEEP)
     return out
 
 

@@ -11,7 +11,7 @@ from ..nets.lcnetv2_shitu import build_shitu_rec
 from ..nets.picodet import build_picodet
 from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
-from .paddle_converters import block_index_map, make_converter
+from .paddle_converters import lcnet_renames, make_converter
 
 PADDLEX_PRETRAINED = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/"
 FEATURE_DIM = 512
@@ -57,28 +57,10 @@ shitu_rec_from_pdparams = make_converter(
     ),
 )
 
-# PaddleDetection LCNet groups its 13 blocks as blocks2..blocks6 = (1, 2, 2, 6, 2);
-# timm's PP-LCNet as 6 stages of (1, 2, 2, 2, 4, 2).
-_LCNET_BLOCKS = block_index_map((1, 2, 2, 6, 2), (1, 2, 2, 2, 4, 2))
-
-
-def _lcnet_block(match) -> str:
-    stage, block = _LCNET_BLOCKS[(int(match.group(1)) - 2, int(match.group(2)))]
-    return f"backbone.blocks.{stage}.{block}."
-
-
 #: PaddleDetection PicoDet (LCNet, CSPPAN, PicoHead) -> nets.picodet.PicoDet
 picodet_from_pdparams = make_converter(
     renames=(
-        (r"^backbone\.conv1\.conv\.", "backbone.conv_stem."),
-        (r"^backbone\.conv1\.bn\.", "backbone.bn1."),
-        (r"^backbone\.blocks(\d)\.(\d+)\.", _lcnet_block),
-        (r"^(backbone\.blocks\.\d+\.\d+)\.dw_conv\.conv\.", r"\1.conv_dw."),
-        (r"^(backbone\.blocks\.\d+\.\d+)\.dw_conv\.bn\.", r"\1.bn1."),
-        (r"^(backbone\.blocks\.\d+\.\d+)\.pw_conv\.conv\.", r"\1.conv_pw."),
-        (r"^(backbone\.blocks\.\d+\.\d+)\.pw_conv\.bn\.", r"\1.bn2."),
-        (r"^(backbone\.blocks\.\d+\.\d+)\.se\.conv1\.", r"\1.se.conv_reduce."),
-        (r"^(backbone\.blocks\.\d+\.\d+)\.se\.conv2\.", r"\1.se.conv_expand."),
+        *lcnet_renames("backbone."),  # the same LCNet as PaddleClas's, under backbone.
         (r"^head\.conv_feat\.cls_conv_(dw|pw)(\d+)\.(\d+)\.", r"head.conv_feat.levels.\2.\3.\1."),
         (r"^head\.head_cls(\d+)\.", r"head.head_cls.\1."),
     ),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,28 @@ class PipelineAdapter:
         if len(results) != len(inputs):
             raise RuntimeError(f"pipeline returned {len(results)} results for {len(inputs)} inputs")
         return results
+
+    def answer_each(self, results: Sequence[Any], visualize: Sequence[bool], convert: Callable[..., Any],
+                    *per_result: Sequence[Any]) -> list[Any]:
+        """One outcome per result of a batch: its answer, or the exception that fails that request alone.
+
+        ``convert(result, *args)`` builds an answer from a good result (``args``: that result's
+        entries of ``per_result``); the picture is added where ``visualize`` asks for it, after
+        ``convert``, so that the drawing shows what the answer holds.
+        """
+        outcomes: list[Any] = []
+        for result, draw, *args in zip(results, visualize, *per_result):
+            try:
+                error = failed(result)
+                if error is not None:
+                    raise error
+                answer = convert(result, *args)
+                if draw:
+                    answer.image = self.runtime.encode_image(result.img["res"])
+                outcomes.append(answer)
+            except Exception as exc:  # this request fails, the rest of the batch does not
+                outcomes.append(exc)
+        return outcomes
 
 
 def predict_parameters(pipeline: Any) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from ..schemas import ClassificationResult, ImageClassificationRequest, ResultResponse
-from .base import WARMUP_BGR, PipelineAdapter, categories, failed
+from .base import WARMUP_BGR, PipelineAdapter, categories
 
 
 class ClassificationAdapter(PipelineAdapter):
@@ -37,22 +37,11 @@ class ClassificationAdapter(PipelineAdapter):
         """One forward for the batch at the largest topk asked for; each answer is cut to its own."""
         wanted = [topk or self.default_topk for _, topk, _ in items]
         results = self.predict_all([data for data, _, _ in items], topk=max(wanted))
-        outcomes: list[Any] = []
-        for (_, _, visualize), k, result in zip(items, wanted, results):
-            try:
-                outcomes.append(self._answer(result, k, visualize))
-            except Exception as exc:  # this request fails, the rest of the batch does not
-                outcomes.append(exc)
-        return outcomes
+        return self.answer_each(results, [visualize for _, _, visualize in items], self._answer, wanted)
 
-    def _answer(self, result: Any, k: int, visualize: bool) -> ClassificationResult:
-        error = failed(result)
-        if error is not None:
-            raise error
+    @staticmethod
+    def _answer(result: Any, k: int) -> ClassificationResult:
         for field in ("class_ids", "scores", "label_names"):
             if field in result:
                 result[field] = result[field][:k]  # the drawing shows what the answer holds
-        answer = ClassificationResult(categories=categories(result))
-        if visualize:
-            answer.image = self.runtime.encode_image(result.img["res"])
-        return answer
+        return ClassificationResult(categories=categories(result))

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from ..schemas import ClassificationResult, MultiLabelRequest, ResultResponse
-from .base import WARMUP_BGR, PipelineAdapter, categories, failed
+from .base import WARMUP_BGR, PipelineAdapter, categories
 
 
 def threshold_key(threshold: Any) -> Hashable:
@@ -46,16 +46,5 @@ class MultiLabelAdapter(PipelineAdapter):
     def _run(self, items: list[tuple[bytes, Any, bool]]) -> list[Any]:
         threshold = items[0][1]  # the batcher groups items by threshold
         results = self.predict_all([data for data, _, _ in items], threshold=threshold)
-        outcomes: list[Any] = []
-        for (_, _, visualize), result in zip(items, results):
-            try:
-                error = failed(result)
-                if error is not None:
-                    raise error
-                answer = ClassificationResult(categories=categories(result))
-                if visualize:
-                    answer.image = self.runtime.encode_image(result.img["res"])
-                outcomes.append(answer)
-            except Exception as exc:  # this request fails, the rest of the batch does not
-                outcomes.append(exc)
-        return outcomes
+        return self.answer_each(results, [visualize for _, _, visualize in items],
+                                lambda result: ClassificationResult(categories=categories(result)))

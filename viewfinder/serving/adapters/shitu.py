@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import ConfigError, ViewfinderError
+from ...errors import ConfigError, ServiceError, ViewfinderError
 from ...results import to_jsonable
-from ..errors import ServiceError
 from ..images import decode_bgr
 from ..schemas import (
     AddImagesToIndexRequest,
@@ -46,7 +45,7 @@ from ..schemas import (
     ShiTuInferResult,
 )
 from ..security import INDEX_KEY_PATTERN
-from .base import WARMUP_BGR, PipelineAdapter, failed
+from .base import WARMUP_BGR, PipelineAdapter
 
 if TYPE_CHECKING:
     from ...retrieval import IndexData
@@ -196,19 +195,8 @@ class ShiTuAdapter(PipelineAdapter):
         index = self.store.get(key) if key else None
         results = self.predict_all([data for data, _, _ in items], index=index, det_threshold=det_threshold,
                                    rec_threshold=rec_threshold, hamming_radius=hamming_radius, rec_topk=topk)
-        outcomes: list[Any] = []
-        for (_, visualize, _), result in zip(items, results):
-            try:
-                error = failed(result)
-                if error is not None:
-                    raise error
-                answer = ShiTuInferResult(detectedObjects=detected_objects(result))
-                if visualize:
-                    answer.image = self.runtime.encode_image(result.img["res"])
-                outcomes.append(answer)
-            except Exception as exc:  # this request fails, the rest of the batch does not
-                outcomes.append(exc)
-        return outcomes
+        return self.answer_each(results, [visualize for _, visualize, _ in items],
+                                lambda result: ShiTuInferResult(detectedObjects=detected_objects(result)))
 
     def warmup(self) -> None:
         index = self.pipeline.build_index([WARMUP_BGR], ["warmup"], metric_type="IP", index_type="Flat",

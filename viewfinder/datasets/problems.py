@@ -1,14 +1,10 @@
-"""Dataset errors: a malformed dataset is a user error with a message naming the file and line."""
+"""Report a malformed dataset as one :class:`~viewfinder.errors.DatasetError` naming its first few problems."""
 from __future__ import annotations
 
-from ..errors import ViewfinderError
+from ..errors import DatasetError
 
 #: at most this many problems are listed in one message (the count says how many there were)
 MAX_LISTED = 5
-
-
-class DatasetError(ViewfinderError):
-    """A dataset folder, list file, label file or conversion source is malformed."""
 
 
 def raise_problems(problems: list[str], what: str) -> None:

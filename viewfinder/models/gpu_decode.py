@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import EngineUnavailableError
 from ..io.jpeg_header import read_jpeg_header
-from .errors import EngineUnavailableError
+from .preprocess import shrinks_below_half
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,6 @@ class CudaJpegDecoder:
 
     def resize(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] uint8 (one size) -> [N, 3, h, w] float32 on uint8 levels, the CPU geometry."""
-        from ..models.preprocess import shrinks_below_half  # here: models imports this module
-
         cfg = self.config
         mode = _MODES[cfg.interpolation]
         height, width = images.shape[-2:]
