@@ -58,7 +58,7 @@ def _predict_params(pipeline: str, flags: dict[str, Any]) -> dict[str, Any]:
 
 def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, save_path: str | None,
                   use_hpip: bool, predict_flags: dict[str, Any], create_kwargs: dict[str, Any]) -> None:
-    from . import create_pipeline
+    from .pipelines import create_pipeline
 
     if not inputs:
         raise ViewfinderError("--input is required with --pipeline")

@@ -18,7 +18,7 @@ PIPELINE_HELP = "PP-ShiTuV2 pipeline name or YAML (decides the recognition model
 
 
 def _pipeline(pipeline: str, device: str | None):
-    from .. import create_pipeline
+    from ..pipelines import create_pipeline
     from ..errors import ConfigError
 
     runner = create_pipeline(pipeline, device=device)

@@ -1,13 +1,15 @@
 """Pipelines by PaddleX name; ``create_pipeline`` accepts a name or a YAML path."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from .base import BasePipeline
 from .config import default_config_text, load_config
+from .image_classification import ImageClassificationPipeline
+from .multilabel import MultiLabelClassificationPipeline
+from .shitu import ShiTuV2Pipeline
 
 # accepted name -> canonical name (PaddleX 3.x names plus their 3.0-beta1 aliases)
 PIPELINE_NAMES: dict[str, str] = {
@@ -17,22 +19,17 @@ PIPELINE_NAMES: dict[str, str] = {
     "PP-ShiTuV2": "PP-ShiTuV2",
 }
 
-# canonical name -> "module:Class"; a pipeline module is imported only when used
-PIPELINE_CLASSES: dict[str, str] = {
-    "image_classification": "viewfinder.pipelines.image_classification:ImageClassificationPipeline",
-    "image_multilabel_classification": "viewfinder.pipelines.multilabel:MultiLabelClassificationPipeline",
-    "PP-ShiTuV2": "viewfinder.pipelines.shitu:ShiTuV2Pipeline",
+# canonical name -> the class that runs it (static, like Ultralytics' task map)
+PIPELINE_CLASSES: dict[str, type[BasePipeline]] = {
+    "image_classification": ImageClassificationPipeline,
+    "image_multilabel_classification": MultiLabelClassificationPipeline,
+    "PP-ShiTuV2": ShiTuV2Pipeline,
 }
-
-
-def _pipeline_class(name: str) -> type[BasePipeline]:
-    module_name, class_name = PIPELINE_CLASSES[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
 
 
 def pipeline_class(pipeline: str | Path) -> type[BasePipeline]:
     """The class a pipeline name or YAML file builds, without building it (e.g. to read its ``predict_params``)."""
-    return _pipeline_class(load_config(pipeline, None, PIPELINE_NAMES)["pipeline_name"])
+    return PIPELINE_CLASSES[load_config(pipeline, None, PIPELINE_NAMES)["pipeline_name"]]
 
 
 def create_pipeline(pipeline: str | Path | None = None, config: dict[str, Any] | None = None,
@@ -43,7 +40,7 @@ def create_pipeline(pipeline: str | Path | None = None, config: dict[str, Any] |
             raise ConfigError("create_pipeline needs a pipeline name, a YAML path or a config with pipeline_name")
         pipeline = config["pipeline_name"]
     merged = load_config(pipeline, config, PIPELINE_NAMES)
-    return _pipeline_class(merged["pipeline_name"])(merged, device=device, use_hpip=use_hpip, **kwargs)
+    return PIPELINE_CLASSES[merged["pipeline_name"]](merged, device=device, use_hpip=use_hpip, **kwargs)
 
 
 def list_pipelines() -> list[str]:
