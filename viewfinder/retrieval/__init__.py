@@ -6,7 +6,7 @@ searches, saves and loads a gallery index. See docs/retrieval.md.
 from __future__ import annotations
 
 from viewfinder.errors import IndexFolderGone
-from viewfinder.retrieval.cli import index_info_command
+from viewfinder.retrieval.info import index_info_command
 from viewfinder.retrieval.faiss_factory import (
     INDEX_TYPES,
     METRIC_TYPES,

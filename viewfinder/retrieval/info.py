@@ -1,4 +1,4 @@
-"""Command implementations for ``viewfinder index ...`` (the click wiring lives in viewfinder.cli)."""
+"""What `viewfinder index info` prints: an index folder, loaded (and so verified), described."""
 from __future__ import annotations
 
 import os
