@@ -14,7 +14,7 @@ class ClassificationAdapter(PipelineAdapter):
 
     def __init__(self, pipeline: Any, runtime: Any) -> None:
         super().__init__(pipeline, runtime)
-        self.default_topk = int(getattr(pipeline, "topk", None) or 5)
+        self.default_topk = int(pipeline.topk)  # the pipeline's own default (its YAML, else its model's)
         self.batcher = runtime.batcher(self._run)
 
     def register(self, app: FastAPI) -> None:
