@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,12 +169,19 @@ def _from_array(array: np.ndarray) -> DecodedImage:
 
 
 def decode_image(source: Any, min_short_side: int | None = None, keep_pil: bool = False) -> DecodedImage:
-    """Decode ``source`` (path, bytes, PIL image or BGR ndarray) into RGB uint8.
+    """Decode ``source`` (path, bytes, PIL image, BGR ndarray or a :class:`DecodedImage`) into RGB uint8.
 
     ``min_short_side``: when set, JPEGs much larger than needed are decoded at a reduced
     scale whose short side is still at least this many pixels. ``keep_pil``: files and
     bytes come back as a Pillow image in ``.pil`` (``.rgb`` None) instead of an array.
+    A :class:`DecodedImage` (decoded earlier, e.g. by the service before a request queues)
+    is not decoded again: a copy comes back, with an array made from its Pillow image when
+    ``keep_pil`` is false and it holds no array.
     """
+    if isinstance(source, DecodedImage):
+        if not keep_pil and source.rgb is None and source.pil is not None:
+            return replace(source, rgb=np.ascontiguousarray(np.asarray(source.pil)), pil=None)
+        return replace(source)
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if isinstance(source, Image.Image):

@@ -1,8 +1,9 @@
 """Expand a ``predict()`` input into a lazy stream of items to decode.
 
 Accepted: a file path, a folder (walked recursively, sorted, image extensions only), an
-http(s) URL, raw bytes, a PIL image, a numpy array (BGR, as PaddleX/OpenCV), and lists,
-tuples or dicts of these (a dict's keys name its items when they are not paths).
+http(s) URL, raw bytes, a PIL image, a numpy array (BGR, as PaddleX/OpenCV), an already
+:class:`~viewfinder.io.image.DecodedImage` (not decoded again), and lists, tuples or dicts
+of these (a dict's keys name its items when they are not paths).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def iter_inputs(inputs: Any, _name: str | None = None) -> Iterator[InputItem]:
         for key, item in inputs.items():
             yield from iter_inputs(item, _name=str(key))
         return
-    if isinstance(inputs, (np.ndarray, Image.Image, bytes, bytearray)):
+    if isinstance(inputs, (np.ndarray, Image.Image, bytes, bytearray, DecodedImage)):
         yield InputItem(inputs, _name)
         return
     if isinstance(inputs, (str, Path)):

@@ -19,7 +19,7 @@ import numpy as np
 from ..engines.base import Engine, EngineOutput
 from .gpu_decode import PendingJpeg, gpu_decoder_for
 from ..errors import InputError, ViewfinderError
-from ..io import DecodedImage, InputItem, iter_inputs, max_image_pixels
+from ..io import DecodedImage, InputItem, decode_image, iter_inputs, max_image_pixels
 from ..predict_params import reject_unknown_params
 from ..results import BaseResult, ErrorResult
 from .preprocess import Preprocessor
@@ -183,14 +183,25 @@ class BasePredictor:
     def _validate_params(self, params: dict[str, Any]) -> None:
         """Task predictors check their inference parameters here."""
 
+    def decode_input(self, source: Any) -> DecodedImage:
+        """Decode one input (bytes, a file path, a PIL image or an array) as ``predict()`` decodes it: at the
+        reduced JPEG scale this model allows, the Pillow image kept when the model resizes from it.
+
+        ``predict()`` takes the result as an input and does not decode it again, so a caller (the
+        service) can decode, and refuse an undecodable image, before queueing it for the network.
+        Raises :class:`~viewfinder.errors.InputError` (or ``ImageTooLargeError``) for a bad image.
+        """
+        return decode_image(source, min_short_side=self.preprocess.config.min_decode_side,
+                            keep_pil=self._prepare_in_pool)
+
     def _decode_cpu(self, item: InputItem) -> DecodedImage | ErrorResult:
         """Runs in the decode pool: decode (and resize) one input, or say why it cannot."""
         try:
-            if not self._prepare_in_pool:
-                return item.decode(min_short_side=self.preprocess.config.min_decode_side)
             # Resized straight from the Pillow image: no array copy out of Pillow and back
             # (2.2 of 10.3 ms per 640x480 JPEG, benchmarks/decode.py); the array for drawing is made on first use.
-            image = item.decode(min_short_side=self.preprocess.config.min_decode_side, keep_pil=True)
+            image = item.decode(min_short_side=self.preprocess.config.min_decode_side, keep_pil=self._prepare_in_pool)
+            if not self._prepare_in_pool:
+                return image
             return PreparedImage(**vars(image), model_input=self.preprocess.resize_one(image.held_pixels))
         except ViewfinderError as exc:
             log.warning("skipping %s", exc)

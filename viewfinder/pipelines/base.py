@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ..io import DecodedImage, decode_image
 from ..models import create_model
 from ..models.predictor import BasePredictor
 from ..predict_params import reject_unknown_params
@@ -37,6 +38,15 @@ class BasePipeline:
 
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         raise NotImplementedError
+
+    def decode_input(self, source: Any) -> DecodedImage:
+        """Decode one image input (bytes, a file path, a PIL image or an array) as ``predict()`` would.
+
+        ``predict()`` takes the result as an input without decoding it again, so a caller (the
+        service) can decode, and refuse an undecodable image, before queueing it for inference.
+        Raises :class:`~viewfinder.errors.InputError` for a bad image.
+        """
+        return decode_image(source)
 
     def check_predict_params(self, params: dict[str, Any]) -> None:
         """Refuse a ``predict()`` keyword the pipeline does not declare in ``predict_params``."""

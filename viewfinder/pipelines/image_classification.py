@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ..io import DecodedImage
 from ..results import BaseResult
 from .base import BasePipeline
 from .config import submodule
@@ -22,6 +23,10 @@ class ImageClassificationPipeline(BasePipeline):
     def topk(self) -> int | None:
         """The topk ``predict()`` uses when given none: the YAML's, else the model's default."""
         return self.model.resolve_params({}).get("topk")
+
+    def decode_input(self, source: Any) -> DecodedImage:
+        """One input decoded as the model's ``predict()`` decodes it (see ``BasePipeline.decode_input``)."""
+        return self.model.decode_input(source)
 
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         """Lazily yield a :class:`~viewfinder.results.TopkResult` per image.

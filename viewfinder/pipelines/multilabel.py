@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import DecodedImage
 from ..models import list_models
 from ..models.multilabel import MultiLabelPredictor, parse_threshold
 from ..models.onnx_multilabel import MODEL_NAME as ONNX_MODEL_NAME
@@ -57,6 +58,10 @@ class MultiLabelClassificationPipeline(BasePipeline):
             cpu_threads=entry.get("cpu_threads") or self.options.get("cpu_threads"),
             device=self.device,
         )
+
+    def decode_input(self, source: Any) -> DecodedImage:
+        """One input decoded as the model's ``predict()`` decodes it (see ``BasePipeline.decode_input``)."""
+        return self.model.decode_input(source)
 
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         """Lazily yield one :class:`~viewfinder.results.MLClassResult` per image.

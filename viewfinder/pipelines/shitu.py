@@ -27,7 +27,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from ..errors import ConfigError, InputError, ViewfinderError
-from ..io import DecodedImage, InputItem, full_image_loader
+from ..io import DecodedImage, InputItem, decode_image, full_image_loader
 from ..models.feature import FEATURE_TASK, FeaturePredictor
 from ..models.predictor import BasePredictor, expand_inputs
 from ..results import BaseResult, ErrorResult, ShiTuResult
@@ -289,9 +289,16 @@ class ShiTuV2Pipeline(BasePipeline):
         self._check_index(gallery)
         return self._predict(input, gallery, float(det), float(rec), int(k))
 
+    def decode_input(self, source: Any) -> DecodedImage:
+        """One input decoded as ``predict()`` decodes it: at the reduced JPEG scale the first model allows."""
+        return decode_image(source, min_short_side=self._min_decode_side)
+
+    @property
+    def _min_decode_side(self) -> int | None:
+        return (self.detector or self.recognizer).preprocess.config.min_decode_side
+
     def _predict(self, input: Any, gallery: Any, det: float, rec: float, k: int) -> Iterator[BaseResult]:
-        model = self.detector or self.recognizer
-        min_side = model.preprocess.config.min_decode_side
+        min_side = self._min_decode_side
         for item in expand_inputs(input):
             if isinstance(item, ErrorResult):
                 yield item
