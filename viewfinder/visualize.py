@@ -1,6 +1,7 @@
 """Drawing helpers shared by the result classes. Uses a bundled CJK-capable font."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -24,6 +25,21 @@ def font(size: int) -> ImageFont.FreeTypeFont:
         return ImageFont.truetype(str(real_path), max(8, int(size)))
 
 
+#: characters text layout refuses or breaks lines at (Unicode Cc, Zl, Zp): drawn as escapes instead
+_UNDRAWABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: the most characters of one text drawn (a longer one is cut, with an ellipsis): text layout time
+#: grows with the length, and no picture is wide enough for more
+MAX_DRAWN_CHARS = 200
+
+
+def drawable(text: str) -> str:
+    """``text`` as it is drawn: control characters and line separators shown as ``\\xNN`` / ``\\uNNNN``
+    escapes, and cut to :data:`MAX_DRAWN_CHARS` characters."""
+    if len(text) > MAX_DRAWN_CHARS:
+        text = text[:MAX_DRAWN_CHARS - 1] + "\u2026"
+    return _UNDRAWABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def color_for(label: str) -> tuple[int, int, int]:
     return PALETTE[sum(label.encode("utf-8")) % len(PALETTE)]
 
@@ -42,6 +58,7 @@ def draw_label_lines(image: np.ndarray | Image.Image, lines: list[str]) -> Image
     face = font(size)
     y = 2
     for line in lines or ["(no label above threshold)"]:
+        line = drawable(line)
         left, top, right, bottom = draw.textbbox((4, y), line, font=face)
         draw.rectangle((0, y, right + 4, bottom + 2), fill=(0, 0, 0))
         draw.text((4, y), line, font=face, fill=color_for(line.rsplit(" ", 1)[0]))
@@ -59,6 +76,7 @@ def draw_boxes(image: np.ndarray | Image.Image, boxes: list[tuple[list[float], s
     face = font(int(0.018 * width + 2))
     thickness = max(1, int(0.002 * max(width, height)))
     for coordinate, text in boxes:
+        text = drawable(text)
         x1, y1, x2, y2 = (float(c) for c in coordinate)
         colour = color_for(text.rsplit(" ", 1)[0])
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=thickness)
