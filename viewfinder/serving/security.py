@@ -99,11 +99,14 @@ class _PinnedHTTPS(_PinnedHTTP):
 
 
 def _check_url(url: str) -> tuple[str, str, int, str]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: "http://[::1"
+        raise InputError(f"URL {url[:200]!r} cannot be parsed ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise UrlRefusedError(f"refused URL {url[:200]!r}: only http:// and https:// are fetched")
-    host = parts.hostname
     if not host:
         raise InputError(f"URL {url[:200]!r} has no host")
     try:
@@ -141,7 +144,8 @@ def fetch_url(url: str, policy: UrlPolicy) -> bytes:
             if response.status != 200:
                 raise InputError(f"{current[:200]}: HTTP {response.status} {response.reason}")
             return _read_body(response, current, policy, deadline)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # ValueError: a path http.client refuses (control characters), a Location urljoin cannot parse
             raise InputError(f"{current[:200]}: download failed ({type(exc).__name__}: {exc})") from None
         finally:
             connection.close()
