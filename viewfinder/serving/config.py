@@ -57,12 +57,17 @@ class ServingConfig:
     jpeg_quality: int = 90
     #: requests in flight before uvicorn answers 503
     max_concurrency: int = 256
+    #: the largest ``topk`` a request may ask for (422 above); /shitu-infer also never searches for
+    #: more than the index holds
+    max_topk: int = 100
+    #: the longest gallery label (in characters) an index build or add accepts (422 above)
+    max_label_length: int = 256
 
     def __post_init__(self) -> None:
         if self.index_storage not in ("file_system", "memory"):
             raise ConfigError(f"index_storage must be 'file_system' or 'memory', got {self.index_storage!r}")
         for name in ("workers", "processes", "max_batch", "max_body_bytes", "max_image_pixels",
-                     "max_images_per_request", "max_concurrency"):
+                     "max_images_per_request", "max_concurrency", "max_topk", "max_label_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"Serving.{name} must be a positive integer, got {value!r}")

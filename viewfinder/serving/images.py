@@ -73,6 +73,12 @@ def check_image(data: bytes, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
+def decodable_bytes(data: bytes) -> bytes:
+    """``data`` once a full decode found it readable (for pipelines that decode the bytes themselves)."""
+    decode_image(data)
+    return data
+
+
 def decode_bgr(data: bytes) -> np.ndarray:
     """Full decode to a BGR array (OpenCV/PaddleX convention, what ``build_index`` takes)."""
     return decode_image(data).rgb[:, :, ::-1]

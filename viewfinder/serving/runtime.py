@@ -1,9 +1,10 @@
-"""What every endpoint adapter shares: settings, the worker pool, index storage, image I/O, envelopes."""
+"""What every endpoint adapter shares: settings, request models, the worker pool, index storage, image I/O,
+envelopes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -15,10 +16,11 @@ from ..errors import RequestTooLargeError
 from .batching import MicroBatcher, WorkerPool
 from .config import ServingConfig
 from .images import check_image, decode_base64, encode_jpeg, is_url
+from .schemas import request_models
 from .security import fetch_url
 from .storage import IndexStore
 
-_INLINE_BASE64 = 256 * 1024  # decode small payloads on the event loop; hand big ones to a thread
+T = TypeVar("T")
 
 
 def log_id(request: Request) -> str:
@@ -30,6 +32,8 @@ class ServiceRuntime:
         self.config = config
         self.pool = pool
         self._store = store
+        #: the request models under this service's limits (``Serving.max_topk``, ``max_label_length``)
+        self.requests = request_models(config.max_topk, config.max_label_length)
 
     @property
     def store(self) -> IndexStore:
@@ -44,22 +48,22 @@ class ServiceRuntime:
                             window_s=self.config.batch_window_ms / 1000.0)
 
     # ------------------------------------------------------------------ images
-    def _bytes_from_field(self, value: str) -> bytes:
+    def _image_from_field(self, value: str, decode: Callable[[bytes], T]) -> T:
         data = fetch_url(value, self.config.url_policy) if is_url(value) else decode_base64(value)
-        check_image(data, self.config.max_image_pixels)
-        return data
+        check_image(data, self.config.max_image_pixels)  # from the header, before any pixel is decoded
+        return decode(data)
 
-    async def read_image(self, value: str) -> bytes:
-        """The checked file bytes of an ``image`` field (URL fetches run on a thread, not the loop)."""
-        if not is_url(value) and len(value) <= _INLINE_BASE64:
-            return self._bytes_from_field(value)
-        return await run_in_threadpool(self._bytes_from_field, value)
+    async def read_image(self, value: str, decode: Callable[[bytes], T]) -> T:
+        """An ``image`` field fetched or Base64-decoded, checked, then ``decode``d (the full decode, which
+        finds truncated and corrupt files), all on an I/O thread: off the event loop and before the
+        request queues for an inference worker, so a bad image is refused at once under any load."""
+        return await run_in_threadpool(self._image_from_field, value, decode)
 
-    async def read_images(self, values: Sequence[str]) -> list[bytes]:
+    async def read_images(self, values: Sequence[str], decode: Callable[[bytes], T]) -> list[T]:
         if len(values) > self.config.max_images_per_request:
             raise RequestTooLargeError(f"{len(values)} images in one request; the limit is "
                                        f"{self.config.max_images_per_request} (Serving.max_images_per_request)")
-        return list(await asyncio.gather(*(self.read_image(value) for value in values)))
+        return list(await asyncio.gather(*(self.read_image(value, decode) for value in values)))
 
     def visualize(self, requested: bool | None) -> bool:
         return self.config.visualize if requested is None else bool(requested)

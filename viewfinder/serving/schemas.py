@@ -3,13 +3,31 @@
 Our additions are optional and off by default, so PaddleX clients see PaddleX's JSON:
 ``visualize`` per request (newer PaddleX has it too), ``changedOnly`` on index changes,
 and the index listing/info bodies.
+
+Request fields are strict where lax coercion would change what a client asked for: ``topk``
+and ``ids`` are JSON integers (not ``true``, ``2.0`` or ``"2"``), flags are JSON booleans,
+thresholds are finite numbers in their range, ids fit faiss's int64. The limits that are
+settings (``Serving.max_topk``, ``Serving.max_label_length``) are part of the request models,
+so the OpenAPI spec states them: :func:`request_models` builds the models for one app's
+settings; the module-level names are the models for the default settings.
 """
-from __future__ import annotations
+import re
+from functools import cache
+from types import SimpleNamespace
+from typing import Annotated, Any, Generic, Literal, Optional, TypeVar, Union
 
-from typing import Annotated, Generic, Literal, Optional, TypeVar, Union
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+)
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-
+from .config import ServingConfig
 from .security import INDEX_KEY_PATTERN
 
 R = TypeVar("R")
@@ -17,8 +35,31 @@ R = TypeVar("R")
 ImageField = Annotated[str, Field(min_length=1, description="http(s) URL, or Base64 of the image file "
                                                             "(a data:image/...;base64, prefix is accepted)")]
 IndexKey = Annotated[str, StringConstraints(pattern=INDEX_KEY_PATTERN, max_length=128)]
-Visualize = Optional[bool]
+Visualize = Optional[StrictBool]
 _VISUALIZE = Field(None, description="Return the result drawing (Base64 JPEG); default: Serving.visualize")
+
+#: faiss ids are int64 (ours start at 0): an id is below this. (Stated as an exclusive bound because the
+#: OpenAPI document holds bounds as floats, and 2**63 is one exactly; 2**63 - 1 is not.)
+ID_LIMIT = 2 ** 63
+#: characters a gallery label may not hold: Unicode's control characters (Cc: C0, DEL, C1 such as
+#: U+0085) and its line and paragraph separators (Zl, Zp). ``str.splitlines`` breaks at several of
+#: them and text layout refuses them, so such a label cannot be drawn.
+LABEL_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+LABEL_PATTERN = f"^[^{LABEL_FORBIDDEN}]*$"
+_LABEL_FORBIDDEN_RE = re.compile(f"[{LABEL_FORBIDDEN}]")
+
+
+def check_label(label: str) -> str:
+    """``label`` if it holds no control character or line separator, else a ValueError saying which and where."""
+    found = _LABEL_FORBIDDEN_RE.search(label)
+    if found:
+        raise ValueError(f"a label may not contain control characters or line separators; found "
+                         f"U+{ord(found.group()):04X} at position {found.start()}")
+    return label
+
+
+def _finite(ge: float, le: Optional[float] = None, description: str = "") -> Any:
+    return Field(None, ge=ge, le=le, allow_inf_nan=False, description=description)
 
 
 class _Body(BaseModel):
@@ -35,18 +76,6 @@ class ResultResponse(Envelope, Generic[R]):
     result: Optional[R] = None
 
 
-# ----------------------------------------------------------------------- classification
-class InferenceParams(_Body):
-    topK: Optional[Annotated[int, Field(gt=0)]] = None
-
-
-class ImageClassificationRequest(_Body):
-    image: ImageField
-    topk: Optional[Annotated[int, Field(gt=0)]] = None
-    inferenceParams: Optional[InferenceParams] = Field(None, description="PaddleX 3.0-beta1 form of topk")
-    visualize: Visualize = _VISUALIZE
-
-
 class Category(BaseModel):
     id: int
     name: str
@@ -58,28 +87,13 @@ class ClassificationResult(BaseModel):
     image: Optional[str] = None
 
 
-Threshold = Union[float, dict[Union[Literal["default"], int], float], list[float]]
-
-
-class MultiLabelRequest(_Body):
-    image: ImageField
-    threshold: Optional[Threshold] = Field(
-        None, description="float, {default: float, <class id>: float} or one float per class; scores above it are kept")
-    visualize: Visualize = _VISUALIZE
+Score = Annotated[StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)]
+Threshold = Union[Score, dict[Union[Literal["default"], int], Score], list[Score]]
 
 
 # ----------------------------------------------------------------------- PP-ShiTuV2
-class ImageLabelPair(_Body):
-    image: ImageField
-    label: str
-
-
 _CHANGED_ONLY = Field(False, description="Return only the changed ids (addedIds/removedIds, idMap of the "
                                          "changed entries, indexSize) instead of the whole idMap")
-
-
-class BuildIndexRequest(_Body):
-    imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
 
 
 class BuildIndexResult(BaseModel):
@@ -87,33 +101,11 @@ class BuildIndexResult(BaseModel):
     idMap: dict[int, str]
 
 
-class AddImagesToIndexRequest(_Body):
-    imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
-    indexKey: IndexKey
-    changedOnly: bool = _CHANGED_ONLY
-
-
-class RemoveImagesFromIndexRequest(_Body):
-    ids: Annotated[list[int], Field(min_length=1)]
-    indexKey: IndexKey
-    changedOnly: bool = _CHANGED_ONLY
-
-
 class IndexChangeResult(BaseModel):
     idMap: dict[int, str]
     addedIds: Optional[list[int]] = None
     removedIds: Optional[list[int]] = None
     indexSize: Optional[int] = None
-
-
-class ShiTuInferRequest(_Body):
-    image: ImageField
-    indexKey: Optional[IndexKey] = None
-    detThreshold: Optional[float] = None
-    recThreshold: Optional[float] = None
-    hammingRadius: Optional[float] = None
-    topk: Optional[Annotated[int, Field(gt=0)]] = None
-    visualize: Visualize = _VISUALIZE
 
 
 class RecResult(BaseModel):
@@ -152,3 +144,75 @@ class IndexList(BaseModel):
 class DeleteIndexResult(BaseModel):
     indexKey: str
     deleted: bool
+
+
+# ----------------------------------------------------------------------- requests
+@cache
+def request_models(max_topk: int = ServingConfig.max_topk,
+                   max_label_length: int = ServingConfig.max_label_length) -> SimpleNamespace:
+    """The request models for a service whose ``Serving.max_topk`` and ``Serving.max_label_length``
+    are these (one set per distinct pair, made once)."""
+    TopK = Optional[Annotated[StrictInt, Field(gt=0, le=max_topk)]]
+    Label = Annotated[str, Field(max_length=max_label_length, json_schema_extra={"pattern": LABEL_PATTERN},
+                                 description="the class or item name (no control characters or line "
+                                             "separators)"),
+                      AfterValidator(check_label)]
+
+    class InferenceParams(_Body):
+        topK: TopK = None
+
+    class ImageClassificationRequest(_Body):
+        image: ImageField
+        topk: TopK = None
+        inferenceParams: Optional[InferenceParams] = Field(None, description="PaddleX 3.0-beta1 form of topk")
+        visualize: Visualize = _VISUALIZE
+
+    class MultiLabelRequest(_Body):
+        image: ImageField
+        threshold: Optional[Threshold] = Field(
+            None, description="float, {default: float, <class id>: float} or one float per class, each within "
+                              "0..1; scores above it are kept")
+        visualize: Visualize = _VISUALIZE
+
+    class ImageLabelPair(_Body):
+        image: ImageField
+        label: Label
+
+    class BuildIndexRequest(_Body):
+        imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
+
+    class AddImagesToIndexRequest(_Body):
+        imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
+        indexKey: IndexKey
+        changedOnly: StrictBool = _CHANGED_ONLY
+
+    class RemoveImagesFromIndexRequest(_Body):
+        ids: Annotated[list[Annotated[StrictInt, Field(ge=0, lt=ID_LIMIT)]], Field(min_length=1)]
+        indexKey: IndexKey
+        changedOnly: StrictBool = _CHANGED_ONLY
+
+    class ShiTuInferRequest(_Body):
+        image: ImageField
+        indexKey: Optional[IndexKey] = None
+        detThreshold: Optional[StrictFloat] = _finite(0, 1, "detector score threshold, 0..1")
+        recThreshold: Optional[StrictFloat] = _finite(
+            -1, 4, "recognition threshold: a cosine similarity (-1..1) on inner-product indexes, a squared L2 "
+                   "distance (0..4) on L2 ones (features are L2-normalised)")
+        hammingRadius: Optional[StrictFloat] = _finite(0, None, "PaddleX's, for binary indexes (>= 0)")
+        topk: TopK = None
+        visualize: Visualize = _VISUALIZE
+
+    return SimpleNamespace(**{model.__name__: model for model in (
+        InferenceParams, ImageClassificationRequest, MultiLabelRequest, ImageLabelPair, BuildIndexRequest,
+        AddImagesToIndexRequest, RemoveImagesFromIndexRequest, ShiTuInferRequest)})
+
+
+_DEFAULT = request_models()
+InferenceParams = _DEFAULT.InferenceParams
+ImageClassificationRequest = _DEFAULT.ImageClassificationRequest
+MultiLabelRequest = _DEFAULT.MultiLabelRequest
+ImageLabelPair = _DEFAULT.ImageLabelPair
+BuildIndexRequest = _DEFAULT.BuildIndexRequest
+AddImagesToIndexRequest = _DEFAULT.AddImagesToIndexRequest
+RemoveImagesFromIndexRequest = _DEFAULT.RemoveImagesFromIndexRequest
+ShiTuInferRequest = _DEFAULT.ShiTuInferRequest

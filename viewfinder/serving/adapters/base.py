@@ -4,19 +4,31 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI
 
 from ...errors import InputError
 from ...results import to_jsonable
+from ..images import decodable_bytes
 from ..runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
 # A plain grey picture for warm-up runs (the first forward allocates; PaddleClas #2872).
 WARMUP_BGR = np.full((256, 320, 3), 127, dtype=np.uint8)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def body_model(model: type) -> Callable[[F], F]:
+    """Type an endpoint's ``body`` parameter as ``model``: the request models are made per app, from
+    its limits (``ServiceRuntime.requests``), so the route cannot name them in its signature."""
+    def apply(endpoint: F) -> F:
+        endpoint.__annotations__ = {**endpoint.__annotations__, "body": model}
+        return endpoint
+    return apply
 
 
 class PipelineAdapter:
@@ -29,6 +41,11 @@ class PipelineAdapter:
         self.pipeline = pipeline
         self.runtime = runtime
         self._takes_batch_size = "batch_size" in predict_parameters(pipeline)
+        #: bytes of a request image -> what ``predict`` is given: the pipeline's own decode, done before
+        #: the request queues (``predict`` does not decode it again); for a pipeline without
+        #: ``decode_input``, a full decode that refuses a bad image, then the bytes
+        decode = getattr(pipeline, "decode_input", None)
+        self.decode_input: Callable[[bytes], Any] = decode if callable(decode) else decodable_bytes
 
     def register(self, app: FastAPI) -> None:
         raise NotImplementedError
@@ -57,7 +74,7 @@ class PipelineAdapter:
 
         ``convert(result, *args)`` builds an answer from a good result (``args``: that result's
         entries of ``per_result``); the picture is added where ``visualize`` asks for it, after
-        ``convert``, so that the drawing shows what the answer holds.
+        ``convert``, so that the drawing shows what the answer holds (see :meth:`drawing`).
         """
         outcomes: list[Any] = []
         for result, draw, *args in zip(results, visualize, *per_result):
@@ -67,11 +84,21 @@ class PipelineAdapter:
                     raise error
                 answer = convert(result, *args)
                 if draw:
-                    answer.image = self.runtime.encode_image(result.img["res"])
+                    answer.image = self.drawing(result)
                 outcomes.append(answer)
             except Exception as exc:  # this request fails, the rest of the batch does not
                 outcomes.append(exc)
         return outcomes
+
+    def drawing(self, result: Any) -> str | None:
+        """``result``'s picture as Base64 JPEG, or None when it cannot be drawn: a drawing that fails
+        never fails the request, whose answer goes out without the image (the reason is logged)."""
+        try:
+            return self.runtime.encode_image(result.img["res"])
+        except Exception as exc:
+            log.warning("result image left out of the answer: drawing it failed (%s: %s)", type(exc).__name__, exc,
+                        exc_info=True)
+            return None
 
 
 def predict_parameters(pipeline: Any) -> tuple[str, ...]:

@@ -5,8 +5,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from ..schemas import ClassificationResult, ImageClassificationRequest, ResultResponse
-from .base import WARMUP_BGR, PipelineAdapter, categories
+from ..schemas import ClassificationResult, ResultResponse
+from .base import WARMUP_BGR, PipelineAdapter, body_model, categories
 
 
 class ClassificationAdapter(PipelineAdapter):
@@ -22,10 +22,11 @@ class ClassificationAdapter(PipelineAdapter):
 
         @app.post("/image-classification", operation_id="infer", tags=["image_classification"],
                   response_model=ResultResponse[ClassificationResult])
-        async def infer(body: ImageClassificationRequest, request: Request):
+        @body_model(runtime.requests.ImageClassificationRequest)
+        async def infer(body: Any, request: Request):
             """Top-k classes of one image."""
             with self.batcher.incoming():
-                data = await runtime.read_image(body.image)
+                data = await runtime.read_image(body.image, self.decode_input)
                 topk = body.topk or (body.inferenceParams.topK if body.inferenceParams else None)
                 result = await self.batcher.submit((data, topk, runtime.visualize(body.visualize)))
             return runtime.ok(request, result)
@@ -33,7 +34,7 @@ class ClassificationAdapter(PipelineAdapter):
     def warmup(self) -> None:
         self.predict_all([WARMUP_BGR])
 
-    def _run(self, items: list[tuple[bytes, int | None, bool]]) -> list[Any]:
+    def _run(self, items: list[tuple[Any, int | None, bool]]) -> list[Any]:
         """One forward for the batch at the largest topk asked for; each answer is cut to its own."""
         wanted = [topk or self.default_topk for _, topk, _ in items]
         results = self.predict_all([data for data, _, _ in items], topk=max(wanted))

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from ..schemas import ClassificationResult, MultiLabelRequest, ResultResponse
-from .base import WARMUP_BGR, PipelineAdapter, categories
+from ..schemas import ClassificationResult, ResultResponse
+from .base import WARMUP_BGR, PipelineAdapter, body_model, categories
 
 
 def threshold_key(threshold: Any) -> Hashable:
@@ -31,10 +31,11 @@ class MultiLabelAdapter(PipelineAdapter):
 
         @app.post("/multilabel-image-classification", operation_id="infer",
                   tags=["image_multilabel_classification"], response_model=ResultResponse[ClassificationResult])
-        async def infer(body: MultiLabelRequest, request: Request):
+        @body_model(runtime.requests.MultiLabelRequest)
+        async def infer(body: Any, request: Request):
             """The classes of one image scoring above the threshold (possibly none)."""
             with self.batcher.incoming():
-                data = await runtime.read_image(body.image)
+                data = await runtime.read_image(body.image, self.decode_input)
                 threshold = body.threshold
                 result = await self.batcher.submit((data, threshold, runtime.visualize(body.visualize)),
                                                    key=threshold_key(threshold))
@@ -43,7 +44,7 @@ class MultiLabelAdapter(PipelineAdapter):
     def warmup(self) -> None:
         self.predict_all([WARMUP_BGR])
 
-    def _run(self, items: list[tuple[bytes, Any, bool]]) -> list[Any]:
+    def _run(self, items: list[tuple[Any, Any, bool]]) -> list[Any]:
         threshold = items[0][1]  # the batcher groups items by threshold
         results = self.predict_all([data for data, _, _ in items], threshold=threshold)
         return self.answer_each(results, [visualize for _, _, visualize in items],

@@ -23,6 +23,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 from fastapi import FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -30,8 +31,6 @@ from ...errors import ConfigError, ServiceError, ViewfinderError
 from ...results import to_jsonable
 from ..images import decode_bgr
 from ..schemas import (
-    AddImagesToIndexRequest,
-    BuildIndexRequest,
     BuildIndexResult,
     DeleteIndexResult,
     DetectedObject,
@@ -39,13 +38,11 @@ from ..schemas import (
     IndexInfo,
     IndexList,
     RecResult,
-    RemoveImagesFromIndexRequest,
     ResultResponse,
-    ShiTuInferRequest,
     ShiTuInferResult,
 )
 from ..security import INDEX_KEY_PATTERN
-from .base import WARMUP_BGR, PipelineAdapter
+from .base import WARMUP_BGR, PipelineAdapter, body_model
 
 if TYPE_CHECKING:
     from ...retrieval import IndexData
@@ -109,16 +106,17 @@ class ShiTuAdapter(PipelineAdapter):
         except (TypeError, ValueError):  # pragma: no cover
             return {}
 
-    def _build(self, datas: list[bytes], labels: list[str]) -> BuildIndexResult:
-        index = self.pipeline.build_index([decode_bgr(d) for d in datas], labels,
-                                          metric_type="IP", index_type="Flat", **self._quiet("build_index"))
+    def _build(self, images: list[np.ndarray], labels: list[str]) -> BuildIndexResult:
+        index = self.pipeline.build_index(images, labels, metric_type="IP", index_type="Flat",
+                                          **self._quiet("build_index"))
         key = self.store.create(index)
         return BuildIndexResult(indexKey=key, idMap=index.id_map)
 
-    def _embed(self, datas: list[bytes], labels: list[str]) -> Any:
-        return self.pipeline.embed_gallery([decode_bgr(d) for d in datas], labels, **self._quiet("embed_gallery"))
+    def _embed(self, images: list[np.ndarray], labels: list[str]) -> Any:
+        return self.pipeline.embed_gallery(images, labels, **self._quiet("embed_gallery"))
 
-    async def _add_change(self, datas: list[bytes], labels: list[str]) -> Callable[[IndexData], dict[int, str]]:
+    async def _add_change(self, images: list[np.ndarray], labels: list[str]
+                          ) -> Callable[[IndexData], dict[int, str]]:
         """The change an add makes (run inside a commit); returns {new id: label}.
 
         Pipelines with ``embed_gallery``/``append_embedding`` (ours) embed here, on a worker and
@@ -126,14 +124,13 @@ class ShiTuAdapter(PipelineAdapter):
         """
         if callable(getattr(self.pipeline, "embed_gallery", None)) and \
                 callable(getattr(self.pipeline, "append_embedding", None)):
-            embedding = await self.runtime.pool.execute(self._embed, datas, labels)
+            embedding = await self.runtime.pool.execute(self._embed, images, labels)
 
             def apply(index: IndexData) -> Any:
                 return self.pipeline.append_embedding(embedding, index)
         else:
             def apply(index: IndexData) -> Any:
-                return self.pipeline.append_index([decode_bgr(d) for d in datas], labels, index,
-                                                  **self._quiet("append_index"))
+                return self.pipeline.append_index(images, labels, index, **self._quiet("append_index"))
 
         def change(index: IndexData) -> dict[int, str]:
             first = index.next_id
@@ -190,9 +187,11 @@ class ShiTuAdapter(PipelineAdapter):
             return IndexChangeResult(idMap=after.id_map)
         return IndexChangeResult(idMap=changed, indexSize=len(after), **{ids_field: list(changed)})
 
-    def _infer_batch(self, items: list[tuple[bytes, bool, tuple[Any, ...]]]) -> list[Any]:
+    def _infer_batch(self, items: list[tuple[Any, bool, tuple[Any, ...]]]) -> list[Any]:
         key, det_threshold, rec_threshold, hamming_radius, topk = items[0][2]  # batches share these
         index = self.store.get(key) if key else None
+        if topk is not None and index is not None:  # never search for more than the index holds
+            topk = max(1, min(topk, len(index)))
         results = self.predict_all([data for data, _, _ in items], index=index, det_threshold=det_threshold,
                                    rec_threshold=rec_threshold, hamming_radius=hamming_radius, rec_topk=topk)
         return self.answer_each(results, [visualize for _, visualize, _ in items],
@@ -210,38 +209,42 @@ class ShiTuAdapter(PipelineAdapter):
 
         @app.post("/shitu-index-build", operation_id="buildIndex", tags=tags,
                   response_model=ResultResponse[BuildIndexResult])
-        async def build_index(body: BuildIndexRequest, request: Request):
+        @body_model(runtime.requests.BuildIndexRequest)
+        async def build_index(body: Any, request: Request):
             """Build a new index (Flat, inner product) from labelled images; returns its indexKey."""
-            datas = await runtime.read_images([pair.image for pair in body.imageLabelPairs])
+            images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
             labels = [pair.label for pair in body.imageLabelPairs]
-            return runtime.ok(request, await runtime.pool.execute(self._build, datas, labels))
+            return runtime.ok(request, await runtime.pool.execute(self._build, images, labels))
 
         @app.post("/shitu-index-add", operation_id="addImagesToIndex", tags=tags,
                   response_model=ResultResponse[IndexChangeResult])
-        async def add_images(body: AddImagesToIndexRequest, request: Request):
+        @body_model(runtime.requests.AddImagesToIndexRequest)
+        async def add_images(body: Any, request: Request):
             """Add labelled images to an index; new ids continue after the largest ever used."""
             await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
-            datas = await runtime.read_images([pair.image for pair in body.imageLabelPairs])
+            images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
             labels = [pair.label for pair in body.imageLabelPairs]
-            added, after = await self._commit(body.indexKey, await self._add_change(datas, labels))
+            added, after = await self._commit(body.indexKey, await self._add_change(images, labels))
             return runtime.ok(request, self._change_result(added, after, body.changedOnly, "addedIds"))
 
         @app.post("/shitu-index-remove", operation_id="removeImagesFromIndex", tags=tags,
                   response_model=ResultResponse[IndexChangeResult])
-        async def remove_images(body: RemoveImagesFromIndexRequest, request: Request):
+        @body_model(runtime.requests.RemoveImagesFromIndexRequest)
+        async def remove_images(body: Any, request: Request):
             """Remove ids from an index (ids are never reused)."""
             removed, after = await self._commit(body.indexKey, self._remove_change(body.ids))
             return runtime.ok(request, self._change_result(removed, after, body.changedOnly, "removedIds"))
 
         @app.post("/shitu-infer", operation_id="infer", tags=tags, response_model=ResultResponse[ShiTuInferResult])
-        async def infer(body: ShiTuInferRequest, request: Request):
+        @body_model(runtime.requests.ShiTuInferRequest)
+        async def infer(body: Any, request: Request):
             """Detect the main objects of an image and recognise each against an index."""
             with self.batcher.incoming():
                 if body.indexKey:
                     await run_in_threadpool(store.get, body.indexKey)  # 404 early; loads a cold index
                 elif not self._default_index():
                     raise ViewfinderError("indexKey is required: the pipeline config names no default index")
-                data = await runtime.read_image(body.image)
+                data = await runtime.read_image(body.image, self.decode_input)
                 params = (body.indexKey, body.detThreshold, body.recThreshold, body.hammingRadius, body.topk)
                 result = await self.batcher.submit((data, runtime.visualize(body.visualize), params), key=params)
             return runtime.ok(request, result)
