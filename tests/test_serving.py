@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from test_bad_inputs import bomb_png
+from test_serving_ops import scrape
 from viewfinder import create_pipeline
 from viewfinder.errors import ConfigError, ViewfinderError
 from viewfinder.serving import ServingConfig, UrlPolicy, create_app
@@ -101,8 +102,11 @@ def test_concurrent_requests_are_micro_batched_and_answered_right(classifier, ph
             t.start()
         for t in threads:
             t.join()
-        sizes = c.app.state.adapter.batcher.batch_sizes
-    assert max(sizes) > 1, sizes  # several requests shared one forward pass
+        batches = scrape(c)
+    single = batches[("viewfinder_inference_batch_size_bucket", (("le", "1.0"),))]
+    assert batches[("viewfinder_inference_batch_size_sum", ())] == len(payloads) + 6
+    # several requests shared one forward pass
+    assert single < batches[("viewfinder_inference_batch_size_count", ())], batches
     for i, body in results.items():
         assert body["errorCode"] == 0
         cats = body["result"]["categories"]

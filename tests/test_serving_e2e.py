@@ -377,3 +377,67 @@ def test_processes_on_one_port(mobilenet_v2_weights, shared_dir, photos, tmp_pat
         server.stop()
     log = server.log.read_text()
     assert "Traceback" not in log and log.count("Started server process") == 2
+
+
+def test_processes_share_one_metrics_view_and_log_ids(mobilenet_v2_weights, photos, tmp_path):
+    """``serve --processes 2``: whichever process answers ``/metrics`` reports every process's requests
+    (prometheus-client's multiprocess mode); a killed process's counts stay, its live gauges go; the
+    access log (ours, in place of uvicorn's) carries each answer's logId."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from test_serving_ops import requests_total
+
+    def scrape() -> dict:
+        text = httpx.get(f"{server.url}/metrics", timeout=30).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def worker_pids(samples: dict) -> set[str]:
+        return {dict(labels)["pid"] for name, labels in samples if name == "viewfinder_workers"}
+
+    def server_processes() -> list[int]:
+        return [c for c in _children(server.process.pid)
+                if "pipe_handle" in Path(f"/proc/{c}/cmdline").read_text()]
+
+    config = tmp_path / "classify.yaml"
+    config.write_text(yaml.safe_dump({"pipeline_name": "image_classification", "SubModules": {"ImageClassification": {
+        "model_name": "MobileNetV2_x1_0", "weights": str(mobilenet_v2_weights), "engine": "torch"}}}))
+    port = free_port()
+    server = Server([sys.executable, "-m", "viewfinder.cli", "serve", "--pipeline", str(config), "--host", "127.0.0.1",
+                     "--port", str(port), "--processes", "2", "--workers", "1", "--log_level", "info"], port,
+                    tmp_path / "server.log")
+    image = b64(photos / "dog.jpg")
+    log_ids: list[str] = []
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while server.log.read_text().count("Application startup complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first = server_processes()
+        assert len(first) == 2, server.log.read_text()[-2000:]
+        for _ in range(8):  # a new connection each: the kernel hands them to either process
+            response = httpx.post(f"{server.url}/image-classification", json={"image": image, "visualize": False},
+                                  timeout=60)
+            assert response.status_code == 200, response.text
+            log_ids.append(response.json()["logId"])
+        for _ in range(4):
+            samples = scrape()
+            assert requests_total(samples, "/image-classification", "POST", 200) == 8
+            assert worker_pids(samples) == {str(pid) for pid in first}  # one scrape, both processes
+
+        os.kill(first[0], signal.SIGKILL)  # uvicorn's supervisor starts a replacement
+        while (server.log.read_text().count("Application startup complete") < 3 or len(server_processes()) < 2) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        now = server_processes()
+        assert len(now) == 2 and first[0] not in now, server.log.read_text()[-2000:]
+        samples = scrape()
+        assert requests_total(samples, "/image-classification", "POST", 200) == 8  # the dead one's count stays
+        assert worker_pids(samples) == {str(pid) for pid in now}  # its live gauge went with it
+    finally:
+        server.stop()
+    lines = server.log.read_text().splitlines()
+    for log_id in log_ids:
+        line = next(line for line in lines if line.endswith(f"logId={log_id}"))
+        assert '"POST /image-classification HTTP/1.1" 200 ' in line
+    assert not [line for line in lines if line.endswith('" 200 OK')]  # uvicorn's own access log is off

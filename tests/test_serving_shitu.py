@@ -342,3 +342,43 @@ def test_group_commit_survives_a_cancelled_request():
     assert first[0] == "first" and cancelled.cancelled()
     assert [value for value, _ in rest] == ["queued1", "queued2"]
     assert commits == [1, 3]  # the three that queued shared one commit, which the cancel did not stop
+
+
+# ------------------------------------------------------------------------------ operability (issue 24)
+def test_metrics_report_index_sizes_and_route_templates(pipeline, images, tmp_path):
+    from test_serving_ops import requests_total, scrape
+
+    with make_client(pipeline, tmp_path) as client:
+        key = build(client, images)["indexKey"]
+        other = build(client, images)["indexKey"]
+        client.post("/shitu-index-add", json={"indexKey": key, "imageLabelPairs": [
+            {"image": images[EXTRA[0]], "label": EXTRA[1]}]})
+        client.post("/shitu-index-remove", json={"indexKey": other, "ids": [0, 1]})
+        client.get(f"/shitu-index/{key}")
+        sizes = {labels[0][1]: v for (name, labels), v in scrape(client).items() if name == "viewfinder_index_items"}
+        assert sizes == {key: 4, other: 1}
+        client.delete(f"/shitu-index/{other}")
+        samples = scrape(client)
+    assert {labels[0][1]: v for (name, labels), v in samples.items() if name == "viewfinder_index_items"} == {key: 4}
+    assert requests_total(samples, "/shitu-index/{indexKey}", "GET", 200) == 1  # the template, not the key
+    assert requests_total(samples, "/shitu-index/{indexKey}", "DELETE", 200) == 1
+    assert requests_total(samples, "/shitu-index-build", "POST", 200) == 2
+    with make_client(pipeline, tmp_path) as restarted:  # sizes come from the folders, no index loaded
+        sizes = {labels[0][1]: v for (name, labels), v in scrape(restarted).items()
+                 if name == "viewfinder_index_items"}
+        assert sizes == {key: 4} and restarted.app.state.runtime.store._served == {}
+
+
+def test_not_ready_while_the_index_folder_is_unreachable(pipeline, tmp_path):
+    with make_client(pipeline, tmp_path) as client:
+        assert client.get("/health/ready").status_code == 200
+        (tmp_path / "indexes").rename(tmp_path / "moved")
+        gone = client.get("/health/ready")
+        assert gone.status_code == 503 and gone.json()["errorCode"] == 503
+        assert gone.json()["errorMsg"] == "not ready: the index store is not reachable (see the server log)"
+        assert str(tmp_path) not in gone.text
+        assert client.get("/health/live").status_code == 200
+        (tmp_path / "moved").rename(tmp_path / "indexes")
+        assert client.get("/health/ready").status_code == 200
+    with make_client(pipeline, tmp_path, index_storage="memory") as memory:
+        assert memory.get("/health/ready").status_code == 200

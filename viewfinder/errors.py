@@ -127,3 +127,13 @@ class ServiceError(ViewfinderError):
     """A server-side failure that is not the client's fault (e.g. the disk refused a save)."""
 
     http_status = 500
+
+
+class ServiceBusyError(ViewfinderError):
+    """The inference queue is full: the client should retry after ``retry_after_s`` seconds."""
+
+    http_status = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -44,15 +44,22 @@ def register(cli: click.Group) -> None:
     @click.option("--processes", type=int, default=None,
                   help="Server processes on the port, each with its own models (default 1; see docs/serving.md).")
     @click.option("--visualize/--no-visualize", default=None, help="Return result images (default: Serving.visualize).")
+    @click.option("--max_queue", type=int, default=None,
+                  help="Inference requests that may wait for a worker, per process; beyond, 503 + Retry-After at "
+                       "once (default: Serving.max_queue, 64).")
+    @click.option("--request_timeout_s", type=float, default=None,
+                  help="Seconds before an unanswered request gets 504; 0: no limit (default: "
+                       "Serving.request_timeout_s, 300).")
     @click.option("--random_init", is_flag=True, help="Random weights (for load tests without weight files).")
     @click.option("--log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
     @guarded
     def serve_command(pipeline: str, host: str | None, port: int | None, device: str | None, use_hpip: bool,
                       data_dir: str | None, memory_index: bool, api_key: str | None, workers: int | None,
-                      processes: int | None, visualize: bool | None, random_init: bool, log_level: str) -> None:
+                      processes: int | None, visualize: bool | None, max_queue: int | None,
+                      request_timeout_s: float | None, random_init: bool, log_level: str) -> None:
         """Serve a pipeline over HTTP with PaddleX's endpoints (FastAPI; OpenAPI at /docs)."""
         run_server(pipeline, host, port, device, use_hpip, data_dir, api_key, memory_index=memory_index,
-                   workers=workers, processes=processes, visualize=visualize, random_init=random_init,
-                   log_level=log_level)
+                   workers=workers, processes=processes, visualize=visualize, max_queue=max_queue,
+                   request_timeout_s=request_timeout_s, random_init=random_init, log_level=log_level)
 
     cli.add_command(serve_command)

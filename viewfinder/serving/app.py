@@ -3,10 +3,15 @@
 Error mapping: a schema error is a 422 whose ``errorMsg`` says which field is wrong; a
 :class:`~viewfinder.errors.ViewfinderError` is answered with its ``http_status`` (bad
 image or URL 400, unknown indexKey 404, too large 413); anything else is a 500 whose body
-carries only the logId, the traceback going to the server log.
+carries only the logId, the traceback going to the server log. A full inference queue is a
+503 with ``Retry-After``; a request past ``Serving.request_timeout_s`` a 504 (``limits.py``).
+
+Middleware, outermost first: access log + metrics (``access.py``), logId + API key + body
+limit (``middleware.py``), queue-full refusal + time limit (``limits.py``), then FastAPI.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -16,14 +21,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ConfigError, ViewfinderError
+from ..errors import ConfigError, ServiceBusyError, ViewfinderError
+from . import ops
+from .access import AccessMiddleware
 from .adapters import PipelineAdapter, adapter_class
 from .batching import WorkerPool
 from .config import ServingConfig
+from .limits import LoadLimitMiddleware
+from .metrics import ServiceMetrics, multiprocess_dir
 from .middleware import ServiceMiddleware
 from .runtime import ServiceRuntime, log_id
 from .schemas import Envelope
 from .storage import IndexStore
+from .workqueue import WorkQueue
 
 log = logging.getLogger("viewfinder.serving")
 
@@ -61,6 +71,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
+    @app.exception_handler(ServiceBusyError)
+    async def busy(request: Request, exc: ServiceBusyError) -> JSONResponse:
+        return _error(request, 503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
     @app.exception_handler(ViewfinderError)
     async def viewfinder_error(request: Request, exc: ViewfinderError) -> JSONResponse:
         status = int(getattr(exc, "http_status", 400))
@@ -78,24 +92,41 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name: str | None = None,
                store: IndexStore | None = None, warmup: bool = False) -> FastAPI:
-    """An app serving ``pipeline`` (an object from ``create_pipeline``) with PaddleX's endpoints."""
+    """An app serving ``pipeline`` (an object from ``create_pipeline``) with PaddleX's endpoints.
+
+    ``warmup``: run the models once when the app starts (on a thread: ``/health/ready`` is 503
+    until it is done); without it the app is ready at once.
+    """
     config = config or ServingConfig()
     name = pipeline_name or pipeline_name_of(pipeline)
-    pool = WorkerPool(config.workers)
-    runtime = ServiceRuntime(config, pool, store)
+    metrics = ServiceMetrics(multiprocess_dir())
+    queue = WorkQueue(config.max_queue, on_depth=metrics.queue_depth.set, on_reject=metrics.queue_rejections.inc)
+    pool = WorkerPool(config.workers, queue)
+    runtime = ServiceRuntime(config, pool, store, observe_batch=metrics.batch_size.observe)
     adapter: PipelineAdapter = adapter_class(name)(pipeline, runtime)
-    if warmup:
-        adapter.warmup()
+    metrics.queue_limit.set(config.max_queue)
+    metrics.workers.set(config.workers)
+    index_store = runtime.store_in_use
+    if index_store is not None:
+        metrics.watch_indexes(index_store.sizes)
+    readiness = ops.Readiness(index_store)
+    readiness.warm = not warmup
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        warming = asyncio.get_running_loop().create_task(readiness.warm_up(adapter.warmup)) if warmup else None
         yield
+        if warming is not None:
+            warming.cancel()
         pool.shutdown()
+        metrics.close()
 
     app = FastAPI(title=f"viewfinder serving: {name}", version="1.0",
                   description="PaddleX-compatible serving API (see docs/serving.md).", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.adapter = adapter
+    app.state.metrics = metrics
+    app.state.readiness = readiness
     _install_error_handlers(app)
 
     @app.get("/health", operation_id="checkHealth", response_model=Envelope, tags=["health"])
@@ -103,6 +134,10 @@ def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name
         """Liveness: always Healthy once the models are loaded (no API key needed)."""
         return JSONResponse({"logId": log_id(request), "errorCode": 0, "errorMsg": "Healthy"})
 
+    ops.register(app, readiness, metrics)
     adapter.register(app)
+    app.add_middleware(LoadLimitMiddleware, queue=queue, queued_paths=adapter.queued_paths,
+                       timeout_s=config.request_timeout_s, exempt_paths=ops.OPS_PATHS)
     app.add_middleware(ServiceMiddleware, max_body_bytes=config.max_body_bytes, api_key=config.api_key)
+    app.add_middleware(AccessMiddleware, metrics=metrics, router=app.router)
     return app

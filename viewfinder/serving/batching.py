@@ -5,6 +5,10 @@ semaphore with as many slots, so work waits in the event loop, not in an unbound
 executor queue. The batcher holds requests while every worker is busy and sends them as
 one call (one forward pass) when a worker frees up; with idle workers it waits at most
 ``window`` for company, and only when more requests are already on their way.
+
+Requests waiting for a worker (in the batcher, or for :meth:`WorkerPool.execute`) hold a
+place in the pool's :class:`~viewfinder.serving.workqueue.WorkQueue`: when it is full, the
+next one is refused at once (503) instead of piling up.
 """
 from __future__ import annotations
 
@@ -16,14 +20,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .workqueue import Ticket, WorkQueue
+
 T = TypeVar("T")
 
 
 class WorkerPool:
-    """``workers`` threads; coroutines take a slot before handing work to a thread."""
+    """``workers`` threads; coroutines take a slot before handing work to a thread.
 
-    def __init__(self, workers: int) -> None:
+    ``queue`` bounds how many requests may wait for a slot (default: no bound).
+    """
+
+    def __init__(self, workers: int, queue: WorkQueue | None = None) -> None:
         self.workers = int(workers)
+        self.queue = queue or WorkQueue()
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="viewfinder-infer")
         self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
@@ -41,9 +51,18 @@ class WorkerPool:
     def release(self) -> None:
         self._semaphore().release()
 
-    async def execute(self, function: Callable[..., T], *args: Any) -> T:
-        """Run ``function(*args)`` on a worker thread once a slot is free (the slot is taken here)."""
-        await self.acquire()
+    async def execute(self, function: Callable[..., T], *args: Any, queued: bool = True) -> T:
+        """Run ``function(*args)`` on a worker thread once a slot is free (the slot is taken here).
+
+        ``queued``: the wait takes a place in the work queue (ServiceBusyError when it is full);
+        False for work that finishes requests already admitted (an index commit).
+        """
+        ticket = self.queue.admit() if queued else None
+        try:
+            await self.acquire()
+        finally:
+            if ticket is not None:
+                ticket.leave()
         try:
             return await self.run_held(function, *args)
         finally:
@@ -62,13 +81,17 @@ class _Job:
     item: Any
     key: Hashable
     future: asyncio.Future
+    ticket: Ticket
 
 
 class MicroBatcher:
-    """Runs ``run(items) -> outcomes`` (one outcome per item, an exception for a failed one)."""
+    """Runs ``run(items) -> outcomes`` (one outcome per item, an exception for a failed one).
+
+    ``on_batch(size)`` is told the size of every batch handed to a worker (the metrics).
+    """
 
     def __init__(self, run: Callable[[list[Any]], Sequence[Any]], pool: WorkerPool, max_batch: int = 8,
-                 window_s: float = 0.004) -> None:
+                 window_s: float = 0.004, on_batch: Callable[[int], None] | None = None) -> None:
         self._run = run
         self._pool = pool
         self.max_batch = int(max_batch)
@@ -79,8 +102,7 @@ class MicroBatcher:
         self._wakeup: asyncio.Event | None = None
         self._collector: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
-        #: sizes of the batches run so far (for the benchmark's report)
-        self.batch_sizes: list[int] = []
+        self._on_batch = on_batch
 
     @contextmanager
     def incoming(self) -> Iterator[None]:
@@ -95,16 +117,21 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         if loop is not self._loop or self._collector is None or self._collector.done():
             self._loop = loop
+            for job in self._pending:
+                if job.future.get_loop() is not loop:  # left behind by a closed loop (tests start several)
+                    job.ticket.leave()
             self._pending = deque(job for job in self._pending if job.future.get_loop() is loop)
             self._wakeup = asyncio.Event()
             self._collector = loop.create_task(self._collect())
 
     async def submit(self, item: Any, key: Hashable = None) -> Any:
-        """Queue ``item``; items with equal ``key`` may share a batch."""
+        """Queue ``item``; items with equal ``key`` may share a batch. ServiceBusyError when the queue is full."""
         self._bind()
         assert self._loop is not None and self._wakeup is not None
+        ticket = self._pool.queue.admit()
         future = self._loop.create_future()
-        self._pending.append(_Job(item, key, future))
+        future.add_done_callback(ticket.leave)  # answered, failed or given up while still queued
+        self._pending.append(_Job(item, key, future, ticket))
         self._wakeup.set()
         return await future
 
@@ -156,6 +183,7 @@ class MicroBatcher:
         kept: deque[_Job] = deque()
         for job in live:
             if len(batch) < limit and job.key == key:
+                job.ticket.leave()  # a worker has it now
                 batch.append(job)
             else:
                 kept.append(job)
@@ -164,7 +192,8 @@ class MicroBatcher:
 
     async def _execute(self, batch: list[_Job]) -> None:
         try:
-            self.batch_sizes.append(len(batch))
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
             outcomes = await self._pool.run_held(self._run, [job.item for job in batch])
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"batch function returned {len(outcomes)} outcomes for {len(batch)} items")

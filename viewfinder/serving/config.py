@@ -6,6 +6,7 @@ plus our own limits under ``Serving:`` (see docs/serving.md).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -62,17 +63,26 @@ class ServingConfig:
     max_topk: int = 100
     #: the longest gallery label (in characters) an index build or add accepts (422 above)
     max_label_length: int = 256
+    #: inference requests that may wait for a worker (per process); beyond: 503 + Retry-After at once
+    max_queue: int = 64
+    #: seconds a request may take before it is answered 504 (0: no limit); not /health*, /metrics
+    request_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.index_storage not in ("file_system", "memory"):
             raise ConfigError(f"index_storage must be 'file_system' or 'memory', got {self.index_storage!r}")
         for name in ("workers", "processes", "max_batch", "max_body_bytes", "max_image_pixels",
-                     "max_images_per_request", "max_concurrency", "max_topk", "max_label_length"):
+                     "max_images_per_request", "max_concurrency", "max_topk", "max_label_length", "max_queue"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"Serving.{name} must be a positive integer, got {value!r}")
         if not 0 <= self.batch_window_ms <= 1000:
             raise ConfigError(f"Serving.batch_window_ms must be within 0..1000, got {self.batch_window_ms!r}")
+        timeout = self.request_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+                or timeout < 0:
+            raise ConfigError(f"Serving.request_timeout_s must be a number of seconds >= 0 (0: no limit), "
+                              f"got {timeout!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"Serving.jpeg_quality must be within 1..100, got {self.jpeg_quality!r}")
 

@@ -18,7 +18,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/health"})
+#: the probes answer without the API key (orchestrators send none); ``/metrics`` needs it
+OPEN_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 
 
 async def send_envelope(send: Send, status: int, log_id: str, message: str,

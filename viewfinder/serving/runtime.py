@@ -28,12 +28,14 @@ def log_id(request: Request) -> str:
 
 
 class ServiceRuntime:
-    def __init__(self, config: ServingConfig, pool: WorkerPool, store: IndexStore | None = None) -> None:
+    def __init__(self, config: ServingConfig, pool: WorkerPool, store: IndexStore | None = None,
+                 observe_batch: Callable[[int], None] | None = None) -> None:
         self.config = config
         self.pool = pool
         self._store = store
         #: the request models under this service's limits (``Serving.max_topk``, ``max_label_length``)
         self.requests = request_models(config.max_topk, config.max_label_length)
+        self._observe_batch = observe_batch
 
     @property
     def store(self) -> IndexStore:
@@ -42,10 +44,15 @@ class ServiceRuntime:
             self._store = IndexStore(root)
         return self._store
 
+    @property
+    def store_in_use(self) -> IndexStore | None:
+        """The index store, if an adapter opened it (PP-ShiTuV2); None for the classifiers."""
+        return self._store
+
     def batcher(self, run: Any, max_batch: int | None = None) -> MicroBatcher:
         """A micro-batcher on the shared pool; ``max_batch=1`` for pipelines that gain nothing from batches."""
         return MicroBatcher(run, self.pool, max_batch=min(max_batch or self.config.max_batch, self.config.max_batch),
-                            window_s=self.config.batch_window_ms / 1000.0)
+                            window_s=self.config.batch_window_ms / 1000.0, on_batch=self._observe_batch)
 
     # ------------------------------------------------------------------ images
     def _image_from_field(self, value: str, decode: Callable[[bytes], T]) -> T:

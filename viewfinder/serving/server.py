@@ -1,10 +1,12 @@
 """Start the service: pipeline + settings -> uvicorn (one process, or several on one port)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +56,33 @@ def raise_open_file_limit() -> None:
             log.debug("could not raise the open-file limit from %s", soft)
 
 
+def uvicorn_log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus our access log (``viewfinder.serving.access``: one line per request, with its
+    logId) in the format of uvicorn's own, which the server then leaves off."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["viewfinder_access"] = {"()": "uvicorn.logging.DefaultFormatter",
+                                                 "fmt": "%(levelprefix)s %(message)s", "use_colors": None}
+    config["handlers"]["viewfinder_access"] = {"formatter": "viewfinder_access", "class": "logging.StreamHandler",
+                                               "stream": "ext://sys.stdout"}
+    config["loggers"]["viewfinder.serving.access"] = {"handlers": ["viewfinder_access"], "level": log_level.upper(),
+                                                      "propagate": False}
+    return config
+
+
 def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = None, device: str | None = None,
           use_hpip: bool = False, data_dir: str | Path | None = None, api_key: str | None = None,
           memory_index: bool = False, workers: int | None = None, visualize: bool | None = None,
-          processes: int | None = None, log_level: str = "info", **create_kwargs: Any) -> None:
-    """Load ``pipeline`` (a name or YAML path), warm it up and serve it until interrupted.
+          processes: int | None = None, max_queue: int | None = None, request_timeout_s: float | None = None,
+          log_level: str = "info", **create_kwargs: Any) -> None:
+    """Load ``pipeline`` (a name or YAML path) and serve it until interrupted; the warm-up runs
+    once the port is open (``/health/ready`` answers 200 when it is done).
 
     ``processes > 1``: uvicorn starts that many server processes on the port, each with its own
     copy of the pipeline and ``workers`` threads (default: cores // processes); PP-ShiTuV2
-    indexes are shared through ``data_dir`` as between replicas (docs/serving.md).
+    indexes are shared through ``data_dir`` as between replicas (docs/serving.md), and ``/metrics``
+    merges every process's metrics (prometheus-client's multiprocess mode).
     """
     import uvicorn
 
@@ -70,11 +90,13 @@ def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = N
     from ..pipelines import PIPELINE_NAMES
     from ..pipelines.config import load_config
     from .app import create_app
+    from .metrics import shared_metrics_dir
 
     logging.getLogger("viewfinder.serving").setLevel(log_level.upper())
     pipeline_config = load_config(str(pipeline), None, PIPELINE_NAMES)
     overrides: dict[str, Any] = dict(host=host, port=port, data_dir=data_dir, api_key=api_key,
-                                     workers=workers, visualize=visualize, processes=processes)
+                                     workers=workers, visualize=visualize, processes=processes, max_queue=max_queue,
+                                     request_timeout_s=request_timeout_s)
     if memory_index:
         overrides["index_storage"] = "memory"
     config = build_config(pipeline_config, **overrides)
@@ -100,8 +122,10 @@ def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = N
         log.warning("serving on %s without an API key (set --api_key or $VIEWFINDER_API_KEY)", config.host)
     raise_open_file_limit()
     try:
-        uvicorn.run(app, host=config.host, port=config.port, log_level=log_level,
-                    limit_concurrency=config.max_concurrency, timeout_keep_alive=30, **extra)
+        log_config = uvicorn_log_config(log_level)
+        with shared_metrics_dir() if config.processes > 1 else nullcontext():  # before the processes start
+            uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, log_config=log_config,
+                        access_log=False, limit_concurrency=config.max_concurrency, timeout_keep_alive=30, **extra)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
 

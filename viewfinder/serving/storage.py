@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IndexFolderGone, IndexNotFoundError, RetrievalIndexError, ServiceError, ViewfinderError
-from ..retrieval import IndexData
+from ..retrieval import IndexData, idmap_yaml
 from ..retrieval.shared_folder import FolderVersion, writer_lock
-from ..retrieval.storage import fsync_dir
+from ..retrieval.storage import YAML_FILE, fsync_dir
 from .security import valid_index_key
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,16 @@ def _check_key(key: str) -> None:
 
 def _not_found(key: str) -> IndexNotFoundError:
     return IndexNotFoundError(f"no index with indexKey {key!r}")
+
+
+def _stored_size(folder: Path) -> int | None:
+    """The item count in the small header of the folder's id_map.yaml (ours), without loading the index."""
+    try:
+        header = idmap_yaml.read_header(str(folder / YAML_FILE))
+    except OSError:
+        return None
+    size = (header or {}).get("size")
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 @dataclass(frozen=True)
@@ -265,3 +276,35 @@ class IndexStore:
             except ServiceError as exc:  # unreadable folder: list it, say why
                 yield {"indexKey": key, "error": str(exc)}
 
+    def sizes(self) -> dict[str, int]:
+        """{indexKey: items} of every stored index (the metrics), without loading any.
+
+        On disk each size comes from the header of the folder's ``id_map.yaml``, so every
+        replica reports what is on disk; a folder without our header (PaddleX's) is reported
+        from its served copy, if this process has one. In memory: the indexes themselves.
+        """
+        if self.root is None:
+            with self._mutex:
+                return {key: len(served.index) for key, served in self._served.items()}
+        sizes: dict[str, int] = {}
+        for key in self.keys():
+            size = _stored_size(self._folder(key))
+            if size is None:
+                with self._mutex:
+                    served = self._served.get(key)
+                if served is None:
+                    continue
+                size = len(served.index)
+            sizes[key] = size
+        return sizes
+
+    def check_reachable(self) -> None:
+        """Raises ServiceError unless a file can be made in the storage folder (readiness); nothing in memory."""
+        if self.root is None:
+            return
+        try:
+            with tempfile.TemporaryFile(dir=self.root, prefix=".ready-"):
+                pass
+        except OSError as exc:
+            log.error("index folder %s is not usable: %s", self.root, exc)
+            raise ServiceError("the index store is not reachable (see the server log)") from None

@@ -36,6 +36,8 @@ class PipelineAdapter:
 
     #: canonical names of the pipelines this adapter serves
     pipeline_names: tuple[str, ...] = ()
+    #: POST paths whose requests queue for inference (refused at once while the work queue is full)
+    queued_paths: tuple[str, ...] = ()
 
     def __init__(self, pipeline: Any, runtime: ServiceRuntime) -> None:
         self.pipeline = pipeline

@@ -11,6 +11,7 @@ from .base import WARMUP_BGR, PipelineAdapter, body_model, categories
 
 class ClassificationAdapter(PipelineAdapter):
     pipeline_names = ("image_classification",)
+    queued_paths = ("/image-classification",)
 
     def __init__(self, pipeline: Any, runtime: Any) -> None:
         super().__init__(pipeline, runtime)

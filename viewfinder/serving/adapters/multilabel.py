@@ -21,6 +21,7 @@ def threshold_key(threshold: Any) -> Hashable:
 
 class MultiLabelAdapter(PipelineAdapter):
     pipeline_names = ("image_multilabel_classification",)
+    queued_paths = ("/multilabel-image-classification",)
 
     def __init__(self, pipeline: Any, runtime: Any) -> None:
         super().__init__(pipeline, runtime)

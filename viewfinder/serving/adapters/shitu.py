@@ -71,6 +71,7 @@ def _require_in_place(result: Any, index: IndexData, method: str) -> None:
 
 class ShiTuAdapter(PipelineAdapter):
     pipeline_names = ("PP-ShiTuV2",)
+    queued_paths = ("/shitu-infer", "/shitu-index-build", "/shitu-index-add")
 
     def __init__(self, pipeline: Any, runtime: Any) -> None:
         super().__init__(pipeline, runtime)
@@ -169,7 +170,8 @@ class ShiTuAdapter(PipelineAdapter):
 
     async def _run_batch(self, key: str, batch: list[tuple[Callable[[IndexData], Any], asyncio.Future]]) -> None:
         try:
-            outcomes = await self.runtime.pool.execute(self.store.update_many, key, [c for c, _ in batch])
+            # queued=False: these requests were admitted (and embedded) already; a full queue must not drop them
+            outcomes = await self.runtime.pool.execute(self.store.update_many, key, [c for c, _ in batch], queued=False)
         except Exception as exc:  # unknown key, failed save: every change in the batch
             outcomes = [exc] * len(batch)
         for (_, waiting), outcome in zip(batch, outcomes):
