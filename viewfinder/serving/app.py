@@ -20,6 +20,7 @@ from ..errors import ConfigError, ViewfinderError
 from .adapters import PipelineAdapter, adapter_class
 from .batching import WorkerPool
 from .config import ServingConfig
+from .json_body import JsonBodyMiddleware
 from .middleware import ServiceMiddleware
 from .runtime import ServiceRuntime, log_id
 from .schemas import Envelope
@@ -46,6 +47,10 @@ def _error(request: Request, status: int, message: str, headers: dict[str, str] 
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":  # loc is ("body", character offset)
+            position = error.get("loc", ("body", 0))[-1]
+            reason = (error.get("ctx") or {}).get("error", "JSON decode error")
+            return f"invalid request: the body is not valid JSON ({reason} at character {position})"
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
         where = ".".join(loc) or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid value')}")
@@ -104,5 +109,6 @@ def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name
         return JSONResponse({"logId": log_id(request), "errorCode": 0, "errorMsg": "Healthy"})
 
     adapter.register(app)
+    app.add_middleware(JsonBodyMiddleware)  # inside ServiceMiddleware: after the key and size checks
     app.add_middleware(ServiceMiddleware, max_body_bytes=config.max_body_bytes, api_key=config.api_key)
     return app
