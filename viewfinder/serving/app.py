@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import ConfigError, ViewfinderError
 from .adapters import PipelineAdapter, adapter_class
@@ -22,6 +23,7 @@ from .batching import WorkerPool
 from .config import ServingConfig
 from .json_body import JsonBodyMiddleware
 from .middleware import ServiceMiddleware
+from .responses import document_api_key, error_responses
 from .runtime import ServiceRuntime, log_id
 from .schemas import Envelope
 from .storage import IndexStore
@@ -57,6 +59,18 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method a route serves at the request's path. (Starlette's 405 names only the methods of
+    the first route whose path matches: ``GET`` alone for ``/shitu-index/{indexKey}``, which has a
+    ``DELETE`` route too.)"""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -64,7 +78,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return _error(request, exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(ViewfinderError)
     async def viewfinder_error(request: Request, exc: ViewfinderError) -> JSONResponse:
@@ -103,12 +120,15 @@ def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name
     app.state.adapter = adapter
     _install_error_handlers(app)
 
-    @app.get("/health", operation_id="checkHealth", response_model=Envelope, tags=["health"])
+    @app.get("/health", operation_id="checkHealth", response_model=Envelope, tags=["health"],
+             responses=error_responses(413, 500))
     async def health(request: Request):
         """Liveness: always Healthy once the models are loaded (no API key needed)."""
         return JSONResponse({"logId": log_id(request), "errorCode": 0, "errorMsg": "Healthy"})
 
     adapter.register(app)
+    if config.api_key:
+        document_api_key(app)
     app.add_middleware(JsonBodyMiddleware)  # inside ServiceMiddleware: after the key and size checks
     app.add_middleware(ServiceMiddleware, max_body_bytes=config.max_body_bytes, api_key=config.api_key)
     return app

@@ -8,16 +8,38 @@ from __future__ import annotations
 
 from typing import Annotated, Generic, Literal, Optional, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from .security import INDEX_KEY_PATTERN
 
 R = TypeVar("R")
 
-ImageField = Annotated[str, Field(min_length=1, description="http(s) URL, or Base64 of the image file "
-                                                            "(a data:image/...;base64, prefix is accepted)")]
+#: ``format: image`` (not a JSON Schema format; tools that do not know it treat it as a string) tells
+#: test generators that a valid value is an image, not any string (tests/schemathesis_hooks.py).
+ImageField = Annotated[str, Field(min_length=1, json_schema_extra={"format": "image"},
+                                  description="http(s) URL, or Base64 of the image file "
+                                              "(a data:image/...;base64, prefix is accepted)")]
 IndexKey = Annotated[str, StringConstraints(pattern=INDEX_KEY_PATTERN, max_length=128)]
-Visualize = Optional[bool]
+
+
+def _json_number(value: object) -> object:
+    if isinstance(value, (bool, str)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+#: Request numbers and flags are strict, as the spec says: ``"5"`` or ``true`` is no integer, ``0`` or
+#: ``"yes"`` no boolean, ``"0.5"`` no number (422) instead of being coerced. An integer is a JSON number
+#: without a fraction (``5`` or ``5.0``, as in JSON Schema).
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+TopK = Optional[Annotated[int, Field(gt=0), BeforeValidator(_json_number)]]  # constraint first: a JSON Schema bound
+Visualize = Optional[StrictBool]
+#: Python's whitespace (``str.isspace``), spelled out so that the spec's pattern and the check agree
+_SPACE = r"\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: what the pipeline keeps of a label is ``label.strip()``, which must not be empty
+Label = Annotated[str, StringConstraints(pattern=f"[^{_SPACE}]"),
+                  Field(description="the item's label; at least one character that is not whitespace")]
 _VISUALIZE = Field(None, description="Return the result drawing (Base64 JPEG); default: Serving.visualize")
 
 
@@ -31,18 +53,28 @@ class Envelope(BaseModel):
     errorMsg: str
 
 
+class ErrorEnvelope(BaseModel):
+    """Every error answer, whatever its source (schema check, handler, middleware): no ``result``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    logId: str
+    errorCode: Annotated[int, Field(ge=400, le=599, description="the HTTP status code")]
+    errorMsg: str = Field(description="what was wrong; a 500 names only its logId (the details are in the server log)")
+
+
 class ResultResponse(Envelope, Generic[R]):
     result: Optional[R] = None
 
 
 # ----------------------------------------------------------------------- classification
 class InferenceParams(_Body):
-    topK: Optional[Annotated[int, Field(gt=0)]] = None
+    topK: TopK = None
 
 
 class ImageClassificationRequest(_Body):
     image: ImageField
-    topk: Optional[Annotated[int, Field(gt=0)]] = None
+    topk: TopK = None
     inferenceParams: Optional[InferenceParams] = Field(None, description="PaddleX 3.0-beta1 form of topk")
     visualize: Visualize = _VISUALIZE
 
@@ -71,7 +103,7 @@ class MultiLabelRequest(_Body):
 # ----------------------------------------------------------------------- PP-ShiTuV2
 class ImageLabelPair(_Body):
     image: ImageField
-    label: str
+    label: Label
 
 
 _CHANGED_ONLY = Field(False, description="Return only the changed ids (addedIds/removedIds, idMap of the "
@@ -90,13 +122,13 @@ class BuildIndexResult(BaseModel):
 class AddImagesToIndexRequest(_Body):
     imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
     indexKey: IndexKey
-    changedOnly: bool = _CHANGED_ONLY
+    changedOnly: StrictBool = _CHANGED_ONLY
 
 
 class RemoveImagesFromIndexRequest(_Body):
-    ids: Annotated[list[int], Field(min_length=1)]
+    ids: Annotated[list[JsonInt], Field(min_length=1)]
     indexKey: IndexKey
-    changedOnly: bool = _CHANGED_ONLY
+    changedOnly: StrictBool = _CHANGED_ONLY
 
 
 class IndexChangeResult(BaseModel):
@@ -107,13 +139,21 @@ class IndexChangeResult(BaseModel):
 
 
 class ShiTuInferRequest(_Body):
+    """For a pipeline whose config names a default index (used when ``indexKey`` is left out)."""
+
     image: ImageField
     indexKey: Optional[IndexKey] = None
-    detThreshold: Optional[float] = None
-    recThreshold: Optional[float] = None
-    hammingRadius: Optional[float] = None
-    topk: Optional[Annotated[int, Field(gt=0)]] = None
+    detThreshold: Optional[Annotated[StrictFloat, Field(ge=0, le=1)]] = None
+    recThreshold: Optional[StrictFloat] = None
+    hammingRadius: Optional[StrictFloat] = None
+    topk: TopK = None
     visualize: Visualize = _VISUALIZE
+
+
+class ShiTuInferKeyedRequest(ShiTuInferRequest):
+    """For a pipeline without a default index: ``indexKey`` is required."""
+
+    indexKey: IndexKey
 
 
 class RecResult(BaseModel):

@@ -67,11 +67,20 @@ class PipelineAdapter:
                     raise error
                 answer = convert(result, *args)
                 if draw:
-                    answer.image = self.runtime.encode_image(result.img["res"])
+                    answer.image = self.drawing(result)
                 outcomes.append(answer)
             except Exception as exc:  # this request fails, the rest of the batch does not
                 outcomes.append(exc)
         return outcomes
+
+    def drawing(self, result: Any) -> str | None:
+        """The result's picture as Base64 JPEG, or None when drawing it fails: the answer is still
+        returned, without ``image``, and the reason logged (a label the font cannot lay out, say)."""
+        try:
+            return self.runtime.encode_image(result.img["res"])
+        except Exception as exc:  # noqa: BLE001 - a picture is never worth failing the request
+            log.warning("drawing the result failed (%s: %s); answered without the image", type(exc).__name__, exc)
+            return None
 
 
 def predict_parameters(pipeline: Any) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from ..responses import error_responses
 from ..schemas import ClassificationResult, ImageClassificationRequest, ResultResponse
 from .base import WARMUP_BGR, PipelineAdapter, categories
 
@@ -21,7 +22,7 @@ class ClassificationAdapter(PipelineAdapter):
         runtime = self.runtime
 
         @app.post("/image-classification", operation_id="infer", tags=["image_classification"],
-                  response_model=ResultResponse[ClassificationResult])
+                  response_model=ResultResponse[ClassificationResult], responses=error_responses(400, 413, 422, 500))
         async def infer(body: ImageClassificationRequest, request: Request):
             """Top-k classes of one image."""
             with self.batcher.incoming():

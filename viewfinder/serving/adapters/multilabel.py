@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from ..responses import error_responses
 from ..schemas import ClassificationResult, MultiLabelRequest, ResultResponse
 from .base import WARMUP_BGR, PipelineAdapter, categories
 
@@ -30,7 +31,8 @@ class MultiLabelAdapter(PipelineAdapter):
         runtime = self.runtime
 
         @app.post("/multilabel-image-classification", operation_id="infer",
-                  tags=["image_multilabel_classification"], response_model=ResultResponse[ClassificationResult])
+                  tags=["image_multilabel_classification"], response_model=ResultResponse[ClassificationResult],
+                  responses=error_responses(400, 413, 422, 500))
         async def infer(body: MultiLabelRequest, request: Request):
             """The classes of one image scoring above the threshold (possibly none)."""
             with self.batcher.incoming():

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import ConfigError, ServiceError, ViewfinderError
+from ...errors import ConfigError, ServiceError
 from ...results import to_jsonable
 from ..images import decode_bgr
+from ..responses import error_responses
 from ..schemas import (
     AddImagesToIndexRequest,
     BuildIndexRequest,
@@ -41,6 +42,7 @@ from ..schemas import (
     RecResult,
     RemoveImagesFromIndexRequest,
     ResultResponse,
+    ShiTuInferKeyedRequest,
     ShiTuInferRequest,
     ShiTuInferResult,
 )
@@ -52,6 +54,17 @@ if TYPE_CHECKING:
 
 REQUIRED_METHODS = ("build_index", "append_index", "remove_index", "predict")
 PathKey = Annotated[str, Path(pattern=INDEX_KEY_PATTERN, max_length=128)]
+
+_NEW_KEY = "$response.body#/result/indexKey"
+#: OpenAPI links from a built index to the operations that take its key (clients and test
+#: generators follow them: build, then add/remove/infer/get/delete on that index)
+INDEX_LINKS: dict[str, dict[str, Any]] = {
+    "addImagesToIndex": {"operationId": "addImagesToIndex", "requestBody": {"indexKey": _NEW_KEY}},
+    "removeImagesFromIndex": {"operationId": "removeImagesFromIndex", "requestBody": {"indexKey": _NEW_KEY}},
+    "infer": {"operationId": "infer", "requestBody": {"indexKey": _NEW_KEY}},
+    "getIndex": {"operationId": "getIndex", "parameters": {"path.indexKey": _NEW_KEY}},
+    "deleteIndex": {"operationId": "deleteIndex", "parameters": {"path.indexKey": _NEW_KEY}},
+}
 
 
 def detected_objects(result: Any) -> list[DetectedObject]:
@@ -193,6 +206,8 @@ class ShiTuAdapter(PipelineAdapter):
     def _infer_batch(self, items: list[tuple[bytes, bool, tuple[Any, ...]]]) -> list[Any]:
         key, det_threshold, rec_threshold, hamming_radius, topk = items[0][2]  # batches share these
         index = self.store.get(key) if key else None
+        if topk is not None and index is not None:  # more than the index holds only pads with empty slots,
+            topk = min(topk, max(1, len(index)))    # and a huge topk would allocate them (topk=1e12: 500)
         results = self.predict_all([data for data, _, _ in items], index=index, det_threshold=det_threshold,
                                    rec_threshold=rec_threshold, hamming_radius=hamming_radius, rec_topk=topk)
         return self.answer_each(results, [visualize for _, visualize, _ in items],
@@ -209,7 +224,8 @@ class ShiTuAdapter(PipelineAdapter):
         tags = ["PP-ShiTuV2"]
 
         @app.post("/shitu-index-build", operation_id="buildIndex", tags=tags,
-                  response_model=ResultResponse[BuildIndexResult])
+                  response_model=ResultResponse[BuildIndexResult],
+                  responses={200: {"links": INDEX_LINKS}, **error_responses(400, 413, 422, 500)})
         async def build_index(body: BuildIndexRequest, request: Request):
             """Build a new index (Flat, inner product) from labelled images; returns its indexKey."""
             datas = await runtime.read_images([pair.image for pair in body.imageLabelPairs])
@@ -217,7 +233,7 @@ class ShiTuAdapter(PipelineAdapter):
             return runtime.ok(request, await runtime.pool.execute(self._build, datas, labels))
 
         @app.post("/shitu-index-add", operation_id="addImagesToIndex", tags=tags,
-                  response_model=ResultResponse[IndexChangeResult])
+                  response_model=ResultResponse[IndexChangeResult], responses=error_responses(400, 404, 413, 422, 500))
         async def add_images(body: AddImagesToIndexRequest, request: Request):
             """Add labelled images to an index; new ids continue after the largest ever used."""
             await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
@@ -227,33 +243,38 @@ class ShiTuAdapter(PipelineAdapter):
             return runtime.ok(request, self._change_result(added, after, body.changedOnly, "addedIds"))
 
         @app.post("/shitu-index-remove", operation_id="removeImagesFromIndex", tags=tags,
-                  response_model=ResultResponse[IndexChangeResult])
+                  response_model=ResultResponse[IndexChangeResult], responses=error_responses(
+                      400, 404, 413, 422, 500, e400="Bad input: ids that are not in the index (nothing is removed)"))
         async def remove_images(body: RemoveImagesFromIndexRequest, request: Request):
             """Remove ids from an index (ids are never reused)."""
             removed, after = await self._commit(body.indexKey, self._remove_change(body.ids))
             return runtime.ok(request, self._change_result(removed, after, body.changedOnly, "removedIds"))
 
-        @app.post("/shitu-infer", operation_id="infer", tags=tags, response_model=ResultResponse[ShiTuInferResult])
         async def infer(body: ShiTuInferRequest, request: Request):
             """Detect the main objects of an image and recognise each against an index."""
             with self.batcher.incoming():
                 if body.indexKey:
                     await run_in_threadpool(store.get, body.indexKey)  # 404 early; loads a cold index
-                elif not self._default_index():
-                    raise ViewfinderError("indexKey is required: the pipeline config names no default index")
                 data = await runtime.read_image(body.image)
                 params = (body.indexKey, body.detThreshold, body.recThreshold, body.hammingRadius, body.topk)
                 result = await self.batcher.submit((data, runtime.visualize(body.visualize), params), key=params)
             return runtime.ok(request, result)
 
-        @app.get("/shitu-indexes", operation_id="listIndexes", tags=tags, response_model=ResultResponse[IndexList])
+        # Without a default index in the pipeline config, indexKey is required: the spec says so, and
+        # a request without one is a schema error (422) like any other missing field.
+        infer.__annotations__["body"] = ShiTuInferRequest if self._default_index() else ShiTuInferKeyedRequest
+        app.post("/shitu-infer", operation_id="infer", tags=tags, response_model=ResultResponse[ShiTuInferResult],
+                 responses=error_responses(400, 404, 413, 422, 500))(infer)
+
+        @app.get("/shitu-indexes", operation_id="listIndexes", tags=tags, response_model=ResultResponse[IndexList],
+                 responses=error_responses(413, 500))
         async def list_indexes(request: Request):
             """Every stored index with its size."""
             rows = await run_in_threadpool(lambda: list(store.list()))
             return runtime.ok(request, IndexList(indexes=[IndexInfo(**row) for row in rows]))
 
         @app.get("/shitu-index/{indexKey}", operation_id="getIndex", tags=tags,
-                 response_model=ResultResponse[IndexInfo])
+                 response_model=ResultResponse[IndexInfo], responses=error_responses(404, 413, 422, 500))
         async def index_info(indexKey: PathKey, request: Request, withIdMap: bool = False):
             """Size, dimension, index and metric type of one index (``?withIdMap=true``: its idMap too)."""
             info = await run_in_threadpool(store.describe, indexKey)
@@ -262,7 +283,7 @@ class ShiTuAdapter(PipelineAdapter):
             return runtime.ok(request, IndexInfo(**info))
 
         @app.delete("/shitu-index/{indexKey}", operation_id="deleteIndex", tags=tags,
-                    response_model=ResultResponse[DeleteIndexResult])
+                    response_model=ResultResponse[DeleteIndexResult], responses=error_responses(404, 413, 422, 500))
         async def delete_index(indexKey: PathKey, request: Request):
             """Delete an index from memory and disk."""
             async with self._writer(indexKey):
