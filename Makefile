@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_OUT := output/demo
 
-.PHONY: demo test seed install clean paddlex-env
+.PHONY: demo test seed node-deps install clean paddlex-env
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,19 @@ seed: $(STAMP)
 demo: seed
 	$(VPY) examples/demo.py --output $(DEMO_OUT)
 
-test: seed
+# Node.js side of the suite: axios for PaddleX's published Node.js client (tests/node, npm ci).
+NODE_DIR   := tests/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: the test suite runs PaddleX's Node.js client;" \
+		"install Node.js and npm (e.g. apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
+test: seed node-deps
 	$(VPY) -m pytest -q
 
 # Optional: PaddleX 3.7.2 in its own venv, with random-weight models in PaddleX's format, so
@@ -43,4 +55,4 @@ $(PDX_MODELS)/PP-ShiTuV2_det/inference.yml: $(PDX_VENV)/bin/python benchmarks/pa
 	$(PDX_VENV)/bin/python benchmarks/paddlex/build_models.py $(PDX_MODELS)
 
 clean:
-	rm -rf $(VENV) $(PDX_VENV) .assets output
+	rm -rf $(VENV) $(PDX_VENV) .assets output $(NODE_DIR)/node_modules

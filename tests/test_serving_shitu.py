@@ -158,9 +158,9 @@ def test_index_errors(client, images):
     response = client.post("/shitu-index-remove", json={"indexKey": key, "ids": [7]})
     assert response.status_code == 400 and "7" in response.json()["errorMsg"]
     assert client.get(f"/shitu-index/{key}").json()["result"]["size"] == 3
-    # no index at all
+    # no index at all: without a default index in the config, indexKey is a required field (the spec says so)
     response = client.post("/shitu-infer", json={"image": images["kite.jpg"]})
-    assert response.status_code == 400 and "indexKey" in response.json()["errorMsg"]
+    assert response.status_code == 422 and "indexKey: Field required" in response.json()["errorMsg"]
     # an undecodable gallery image fails the build and stores nothing
     before = len(client.get("/shitu-indexes").json()["result"]["indexes"])
     response = client.post("/shitu-index-build", json={"imageLabelPairs": [{"image": "bm90IGFuIGltYWdl",

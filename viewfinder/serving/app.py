@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import ConfigError, ServiceBusyError, ViewfinderError
 from . import ops
@@ -27,9 +28,11 @@ from .access import AccessMiddleware
 from .adapters import PipelineAdapter, adapter_class
 from .batching import WorkerPool
 from .config import ServingConfig
+from .json_body import JsonBodyMiddleware
 from .limits import LoadLimitMiddleware
 from .metrics import ServiceMetrics, multiprocess_dir
 from .middleware import ServiceMiddleware
+from .responses import document_api_key, error_responses
 from .runtime import ServiceRuntime, log_id
 from .schemas import Envelope
 from .storage import IndexStore
@@ -56,10 +59,26 @@ def _error(request: Request, status: int, message: str, headers: dict[str, str] 
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":  # loc is ("body", character offset)
+            position = error.get("loc", ("body", 0))[-1]
+            reason = (error.get("ctx") or {}).get("error", "JSON decode error")
+            return f"invalid request: the body is not valid JSON ({reason} at character {position})"
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body",)]
         where = ".".join(loc) or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid value')}")
     return "invalid request: " + "; ".join(parts)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method a route serves at the request's path. (Starlette's 405 names only the methods of
+    the first route whose path matches: ``GET`` alone for ``/shitu-index/{indexKey}``, which has a
+    ``DELETE`` route too.)"""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -69,7 +88,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return _error(request, exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(ServiceBusyError)
     async def busy(request: Request, exc: ServiceBusyError) -> JSONResponse:
@@ -129,7 +151,8 @@ def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name
     app.state.readiness = readiness
     _install_error_handlers(app)
 
-    @app.get("/health", operation_id="checkHealth", response_model=Envelope, tags=["health"])
+    @app.get("/health", operation_id="checkHealth", response_model=Envelope, tags=["health"],
+             responses=error_responses(413, 500))
     async def health(request: Request):
         """Liveness: always Healthy once the models are loaded (no API key needed)."""
         return JSONResponse({"logId": log_id(request), "errorCode": 0, "errorMsg": "Healthy"})
@@ -138,6 +161,9 @@ def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name
     adapter.register(app)
     app.add_middleware(LoadLimitMiddleware, queue=queue, queued_paths=adapter.queued_paths,
                        timeout_s=config.request_timeout_s, exempt_paths=ops.OPS_PATHS)
+    if config.api_key:
+        document_api_key(app)
+    app.add_middleware(JsonBodyMiddleware)  # inside ServiceMiddleware: after the key and size checks
     app.add_middleware(ServiceMiddleware, max_body_bytes=config.max_body_bytes, api_key=config.api_key)
     app.add_middleware(AccessMiddleware, metrics=metrics, router=app.router)
     return app

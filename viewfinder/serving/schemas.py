@@ -19,23 +19,38 @@ from typing import Annotated, Any, Generic, Literal, Optional, TypeVar, Union
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
-    StrictInt,
     StringConstraints,
 )
+from pydantic_core import PydanticCustomError
 
 from .config import ServingConfig
 from .security import INDEX_KEY_PATTERN
 
 R = TypeVar("R")
 
-ImageField = Annotated[str, Field(min_length=1, description="http(s) URL, or Base64 of the image file "
-                                                            "(a data:image/...;base64, prefix is accepted)")]
+#: ``format: image`` (not a JSON Schema format; tools that do not know it treat it as a string) tells
+#: test generators that a valid value is an image, not any string (tests/schemathesis_hooks.py).
+ImageField = Annotated[str, Field(min_length=1, json_schema_extra={"format": "image"},
+                                  description="http(s) URL, or Base64 of the image file "
+                                              "(a data:image/...;base64, prefix is accepted)")]
 IndexKey = Annotated[str, StringConstraints(pattern=INDEX_KEY_PATTERN, max_length=128)]
 Visualize = Optional[StrictBool]
+
+
+def _json_number(value: object) -> object:
+    if isinstance(value, (bool, str)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+#: An integer is a JSON number without a fraction (``5`` or ``5.0``, as JSON Schema says), never
+#: ``true`` or ``"5"`` (422 instead of a coerced value).
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
 _VISUALIZE = Field(None, description="Return the result drawing (Base64 JPEG); default: Serving.visualize")
 
 #: faiss ids are int64 (ours start at 0): an id is below this. (Stated as an exclusive bound because the
@@ -45,16 +60,22 @@ ID_LIMIT = 2 ** 63
 #: U+0085) and its line and paragraph separators (Zl, Zp). ``str.splitlines`` breaks at several of
 #: them and text layout refuses them, so such a label cannot be drawn.
 LABEL_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
-LABEL_PATTERN = f"^[^{LABEL_FORBIDDEN}]*$"
+#: Python's whitespace (``str.isspace``) spelled out, so that the spec's pattern and the check agree:
+#: what the pipeline keeps of a label is ``label.strip()``, which must not be empty
+_SPACE = r"\t-\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+LABEL_PATTERN = f"^[^{LABEL_FORBIDDEN}]*[^{LABEL_FORBIDDEN}{_SPACE}][^{LABEL_FORBIDDEN}]*$"
 _LABEL_FORBIDDEN_RE = re.compile(f"[{LABEL_FORBIDDEN}]")
 
 
 def check_label(label: str) -> str:
-    """``label`` if it holds no control character or line separator, else a ValueError saying which and where."""
+    """``label`` if it holds no control character or line separator and is not blank, else a ValueError
+    saying why (and where)."""
     found = _LABEL_FORBIDDEN_RE.search(label)
     if found:
         raise ValueError(f"a label may not contain control characters or line separators; found "
                          f"U+{ord(found.group()):04X} at position {found.start()}")
+    if not label.strip():
+        raise ValueError("a label needs at least one character that is not whitespace")
     return label
 
 
@@ -70,6 +91,16 @@ class Envelope(BaseModel):
     logId: str
     errorCode: int
     errorMsg: str
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error answer, whatever its source (schema check, handler, middleware): no ``result``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    logId: str
+    errorCode: Annotated[int, Field(ge=400, le=599, description="the HTTP status code")]
+    errorMsg: str = Field(description="what was wrong; a 500 names only its logId (the details are in the server log)")
 
 
 class ResultResponse(Envelope, Generic[R]):
@@ -152,7 +183,7 @@ def request_models(max_topk: int = ServingConfig.max_topk,
                    max_label_length: int = ServingConfig.max_label_length) -> SimpleNamespace:
     """The request models for a service whose ``Serving.max_topk`` and ``Serving.max_label_length``
     are these (one set per distinct pair, made once)."""
-    TopK = Optional[Annotated[StrictInt, Field(gt=0, le=max_topk)]]
+    TopK = Optional[Annotated[int, Field(gt=0, le=max_topk), BeforeValidator(_json_number)]]
     Label = Annotated[str, Field(max_length=max_label_length, json_schema_extra={"pattern": LABEL_PATTERN},
                                  description="the class or item name (no control characters or line "
                                              "separators)"),
@@ -187,11 +218,14 @@ def request_models(max_topk: int = ServingConfig.max_topk,
         changedOnly: StrictBool = _CHANGED_ONLY
 
     class RemoveImagesFromIndexRequest(_Body):
-        ids: Annotated[list[Annotated[StrictInt, Field(ge=0, lt=ID_LIMIT)]], Field(min_length=1)]
+        ids: Annotated[list[Annotated[int, Field(ge=0, lt=ID_LIMIT), BeforeValidator(_json_number)]],
+                       Field(min_length=1)]
         indexKey: IndexKey
         changedOnly: StrictBool = _CHANGED_ONLY
 
     class ShiTuInferRequest(_Body):
+        """For a pipeline whose config names a default index (used when ``indexKey`` is left out)."""
+
         image: ImageField
         indexKey: Optional[IndexKey] = None
         detThreshold: Optional[StrictFloat] = _finite(0, 1, "detector score threshold, 0..1")
@@ -202,9 +236,14 @@ def request_models(max_topk: int = ServingConfig.max_topk,
         topk: TopK = None
         visualize: Visualize = _VISUALIZE
 
+    class ShiTuInferKeyedRequest(ShiTuInferRequest):
+        """For a pipeline without a default index: ``indexKey`` is required."""
+
+        indexKey: IndexKey
+
     return SimpleNamespace(**{model.__name__: model for model in (
         InferenceParams, ImageClassificationRequest, MultiLabelRequest, ImageLabelPair, BuildIndexRequest,
-        AddImagesToIndexRequest, RemoveImagesFromIndexRequest, ShiTuInferRequest)})
+        AddImagesToIndexRequest, RemoveImagesFromIndexRequest, ShiTuInferRequest, ShiTuInferKeyedRequest)})
 
 
 _DEFAULT = request_models()
@@ -216,3 +255,4 @@ BuildIndexRequest = _DEFAULT.BuildIndexRequest
 AddImagesToIndexRequest = _DEFAULT.AddImagesToIndexRequest
 RemoveImagesFromIndexRequest = _DEFAULT.RemoveImagesFromIndexRequest
 ShiTuInferRequest = _DEFAULT.ShiTuInferRequest
+ShiTuInferKeyedRequest = _DEFAULT.ShiTuInferKeyedRequest

@@ -5,6 +5,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from ..responses import INFER_ERRORS, error_responses
 from ..schemas import ClassificationResult, ResultResponse
 from .base import WARMUP_BGR, PipelineAdapter, body_model, categories
 
@@ -22,7 +23,7 @@ class ClassificationAdapter(PipelineAdapter):
         runtime = self.runtime
 
         @app.post("/image-classification", operation_id="infer", tags=["image_classification"],
-                  response_model=ResultResponse[ClassificationResult])
+                  response_model=ResultResponse[ClassificationResult], responses=error_responses(*INFER_ERRORS))
         @body_model(runtime.requests.ImageClassificationRequest)
         async def infer(body: Any, request: Request):
             """Top-k classes of one image."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from ..responses import INFER_ERRORS, error_responses
 from ..schemas import ClassificationResult, ResultResponse
 from .base import WARMUP_BGR, PipelineAdapter, body_model, categories
 
@@ -31,7 +32,8 @@ class MultiLabelAdapter(PipelineAdapter):
         runtime = self.runtime
 
         @app.post("/multilabel-image-classification", operation_id="infer",
-                  tags=["image_multilabel_classification"], response_model=ResultResponse[ClassificationResult])
+                  tags=["image_multilabel_classification"], response_model=ResultResponse[ClassificationResult],
+                  responses=error_responses(*INFER_ERRORS))
         @body_model(runtime.requests.MultiLabelRequest)
         async def infer(body: Any, request: Request):
             """The classes of one image scoring above the threshold (possibly none)."""

@@ -27,9 +27,10 @@ import numpy as np
 from fastapi import FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from ...errors import ConfigError, ServiceError, ViewfinderError
+from ...errors import ConfigError, ServiceError
 from ...results import to_jsonable
 from ..images import decode_bgr
+from ..responses import INFER_ERRORS, error_responses
 from ..schemas import (
     BuildIndexResult,
     DeleteIndexResult,
@@ -49,6 +50,17 @@ if TYPE_CHECKING:
 
 REQUIRED_METHODS = ("build_index", "append_index", "remove_index", "predict")
 PathKey = Annotated[str, Path(pattern=INDEX_KEY_PATTERN, max_length=128)]
+
+_NEW_KEY = "$response.body#/result/indexKey"
+#: OpenAPI links from a built index to the operations that take its key (clients and test
+#: generators follow them: build, then add/remove/infer/get/delete on that index)
+INDEX_LINKS: dict[str, dict[str, Any]] = {
+    "addImagesToIndex": {"operationId": "addImagesToIndex", "requestBody": {"indexKey": _NEW_KEY}},
+    "removeImagesFromIndex": {"operationId": "removeImagesFromIndex", "requestBody": {"indexKey": _NEW_KEY}},
+    "infer": {"operationId": "infer", "requestBody": {"indexKey": _NEW_KEY}},
+    "getIndex": {"operationId": "getIndex", "parameters": {"path.indexKey": _NEW_KEY}},
+    "deleteIndex": {"operationId": "deleteIndex", "parameters": {"path.indexKey": _NEW_KEY}},
+}
 
 
 def detected_objects(result: Any) -> list[DetectedObject]:
@@ -210,7 +222,8 @@ class ShiTuAdapter(PipelineAdapter):
         tags = ["PP-ShiTuV2"]
 
         @app.post("/shitu-index-build", operation_id="buildIndex", tags=tags,
-                  response_model=ResultResponse[BuildIndexResult])
+                  response_model=ResultResponse[BuildIndexResult],
+                  responses={200: {"links": INDEX_LINKS}, **error_responses(*INFER_ERRORS)})
         @body_model(runtime.requests.BuildIndexRequest)
         async def build_index(body: Any, request: Request):
             """Build a new index (Flat, inner product) from labelled images; returns its indexKey."""
@@ -219,7 +232,7 @@ class ShiTuAdapter(PipelineAdapter):
             return runtime.ok(request, await runtime.pool.execute(self._build, images, labels))
 
         @app.post("/shitu-index-add", operation_id="addImagesToIndex", tags=tags,
-                  response_model=ResultResponse[IndexChangeResult])
+                  response_model=ResultResponse[IndexChangeResult], responses=error_responses(*INFER_ERRORS, 404))
         @body_model(runtime.requests.AddImagesToIndexRequest)
         async def add_images(body: Any, request: Request):
             """Add labelled images to an index; new ids continue after the largest ever used."""
@@ -230,35 +243,40 @@ class ShiTuAdapter(PipelineAdapter):
             return runtime.ok(request, self._change_result(added, after, body.changedOnly, "addedIds"))
 
         @app.post("/shitu-index-remove", operation_id="removeImagesFromIndex", tags=tags,
-                  response_model=ResultResponse[IndexChangeResult])
+                  response_model=ResultResponse[IndexChangeResult], responses=error_responses(
+                      400, 404, 413, 422, 500, 504, e400="Bad input: ids that are not in the index (nothing is removed)"))
         @body_model(runtime.requests.RemoveImagesFromIndexRequest)
         async def remove_images(body: Any, request: Request):
             """Remove ids from an index (ids are never reused)."""
             removed, after = await self._commit(body.indexKey, self._remove_change(body.ids))
             return runtime.ok(request, self._change_result(removed, after, body.changedOnly, "removedIds"))
 
-        @app.post("/shitu-infer", operation_id="infer", tags=tags, response_model=ResultResponse[ShiTuInferResult])
-        @body_model(runtime.requests.ShiTuInferRequest)
         async def infer(body: Any, request: Request):
             """Detect the main objects of an image and recognise each against an index."""
             with self.batcher.incoming():
                 if body.indexKey:
                     await run_in_threadpool(store.get, body.indexKey)  # 404 early; loads a cold index
-                elif not self._default_index():
-                    raise ViewfinderError("indexKey is required: the pipeline config names no default index")
                 data = await runtime.read_image(body.image, self.decode_input)
                 params = (body.indexKey, body.detThreshold, body.recThreshold, body.hammingRadius, body.topk)
                 result = await self.batcher.submit((data, runtime.visualize(body.visualize), params), key=params)
             return runtime.ok(request, result)
 
-        @app.get("/shitu-indexes", operation_id="listIndexes", tags=tags, response_model=ResultResponse[IndexList])
+        # Without a default index in the pipeline config, indexKey is required: the spec says so, and
+        # a request without one is a schema error (422) like any other missing field.
+        requests = runtime.requests
+        body_model(requests.ShiTuInferRequest if self._default_index() else requests.ShiTuInferKeyedRequest)(infer)
+        app.post("/shitu-infer", operation_id="infer", tags=tags, response_model=ResultResponse[ShiTuInferResult],
+                 responses=error_responses(*INFER_ERRORS, 404))(infer)
+
+        @app.get("/shitu-indexes", operation_id="listIndexes", tags=tags, response_model=ResultResponse[IndexList],
+                 responses=error_responses(413, 500, 504))
         async def list_indexes(request: Request):
             """Every stored index with its size."""
             rows = await run_in_threadpool(lambda: list(store.list()))
             return runtime.ok(request, IndexList(indexes=[IndexInfo(**row) for row in rows]))
 
         @app.get("/shitu-index/{indexKey}", operation_id="getIndex", tags=tags,
-                 response_model=ResultResponse[IndexInfo])
+                 response_model=ResultResponse[IndexInfo], responses=error_responses(404, 413, 422, 500, 504))
         async def index_info(indexKey: PathKey, request: Request, withIdMap: bool = False):
             """Size, dimension, index and metric type of one index (``?withIdMap=true``: its idMap too)."""
             info = await run_in_threadpool(store.describe, indexKey)
@@ -267,7 +285,7 @@ class ShiTuAdapter(PipelineAdapter):
             return runtime.ok(request, IndexInfo(**info))
 
         @app.delete("/shitu-index/{indexKey}", operation_id="deleteIndex", tags=tags,
-                    response_model=ResultResponse[DeleteIndexResult])
+                    response_model=ResultResponse[DeleteIndexResult], responses=error_responses(404, 413, 422, 500, 504))
         async def delete_index(indexKey: PathKey, request: Request):
             """Delete an index from memory and disk."""
             async with self._writer(indexKey):
