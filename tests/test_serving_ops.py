@@ -279,11 +279,16 @@ def test_openapi_documents_the_operator_endpoints():
         assert operation["operationId"] == operation_id
         assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Envelope")
     assert paths["/health/ready"]["get"]["responses"]["503"]["content"]["application/json"]["schema"][
-        "$ref"].endswith("/Envelope")
+        "$ref"].endswith("/ErrorEnvelope")
     metrics = paths["/metrics"]["get"]
     assert metrics["operationId"] == "getMetrics"
     assert metrics["responses"]["200"]["content"] == {"text/plain": {"schema": {"type": "string"}}}
-    assert metrics["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/Envelope")
+    assert "401" not in metrics["responses"]  # no API key: nothing is refused
+    with client_for(GatedClassifier(released=True), api_key="k3y") as client:
+        keyed = client.get("/openapi.json", headers={"X-API-Key": "k3y"}).json()["paths"]
+    assert keyed["/metrics"]["get"]["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorEnvelope")
+    assert "401" not in keyed["/health/live"]["get"]["responses"]  # the probes need no key
 
 
 # ------------------------------------------------------------------ the access log

@@ -88,5 +88,5 @@ def test_a_drawing_failure_answers_without_the_image(caplog):
         response = client.post("/image-classification", json={"image": IMAGE, "visualize": True})
     assert response.status_code == 200, response.text
     assert response.json()["result"] == {"categories": [{"id": 7, "name": "x\x1c", "score": pytest.approx(0.9)}]}
-    assert any("drawing the result failed" in r.getMessage() and "raqm_layout" in r.getMessage()
+    assert any("drawing it failed" in r.getMessage() and "raqm_layout" in r.getMessage()
                for r in caplog.records)

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import ViewfinderError
 from .metrics import CONTENT_TYPE, ServiceMetrics
 from .middleware import OPEN_PATHS
+from .responses import ERROR_DESCRIPTIONS, error_responses
 from .runtime import log_id
 from .schemas import Envelope
 from .storage import IndexStore
@@ -78,15 +79,15 @@ def _envelope(request: Request, status: int, message: str) -> JSONResponse:
 
 def register(app: FastAPI, readiness: Readiness, metrics: ServiceMetrics) -> None:
     @app.get("/health/live", operation_id="checkLiveness", summary="Liveness", response_model=Envelope,
-             tags=["health"])
+             tags=["health"], responses=error_responses(413, 500))
     async def live(request: Request):
         """Liveness: the process answers (no API key needed; not slowed by inference load)."""
         return _envelope(request, 200, "Alive")
 
     @app.get("/health/ready", operation_id="checkReadiness", summary="Readiness", response_model=Envelope,
              tags=["health"],
-             responses={503: {"model": Envelope, "description": "Not ready: warm-up in progress or failed, "
-                                                                 "or the index store unreachable"}})
+             responses=error_responses(413, 500, 503, e503="Not ready: warm-up in progress or failed, "
+                                                           "or the index store unreachable"))
     async def ready(request: Request):
         """Readiness: models loaded and warmed up, index store reachable (no API key needed)."""
         reason = await readiness.problem()
@@ -96,9 +97,11 @@ def register(app: FastAPI, readiness: Readiness, metrics: ServiceMetrics) -> Non
              response_class=PlainTextResponse, responses={
                  200: {"description": "Prometheus text format", "content": {"text/plain": {
                      "schema": {"type": "string"}}}},
-                 # by hand: a model here would be filed under the route's text/plain
-                 401: {"description": "API key missing or wrong (when the service has one)", "content": {
-                     "application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}}})
+                 # by hand: a model here would be filed under the route's text/plain (the 401, when the
+                 # service has a key, is added with every keyed route's: responses.document_api_key)
+                 **{status: {"description": ERROR_DESCRIPTIONS[status], "content": {
+                     "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+                    for status in (413, 500)}})
     async def metrics_text():
         """Prometheus metrics: requests, errors, latencies, batch sizes, queue depth, index sizes."""
         return Response(await run_in_threadpool(metrics.render), media_type=CONTENT_TYPE)
