@@ -53,9 +53,11 @@ def _json_number(value: object) -> object:
 JsonInt = Annotated[int, BeforeValidator(_json_number)]
 _VISUALIZE = Field(None, description="Return the result drawing (Base64 JPEG); default: Serving.visualize")
 
-#: faiss ids are int64 (ours start at 0): an id is below this. (Stated as an exclusive bound because the
-#: OpenAPI document holds bounds as floats, and 2**63 is one exactly; 2**63 - 1 is not.)
-ID_LIMIT = 2 ** 63
+#: The largest id a request may name: 2**53 - 1, JSON's largest safe integer. faiss ids are int64, but
+#: ours start at 0 and count up, so no index comes near it; beyond it a JavaScript client cannot hold an
+#: id exactly, and tools that check a request against the spec compare numbers as floats (2**63 - 1 and
+#: its neighbours all round to 2**63), so a larger bound would not mean what it says.
+ID_MAX = 2 ** 53 - 1
 #: characters a gallery label may not hold: Unicode's control characters (Cc: C0, DEL, C1 such as
 #: U+0085) and its line and paragraph separators (Zl, Zp). ``str.splitlines`` breaks at several of
 #: them and text layout refuses them, so such a label cannot be drawn.
@@ -218,7 +220,7 @@ def request_models(max_topk: int = ServingConfig.max_topk,
         changedOnly: StrictBool = _CHANGED_ONLY
 
     class RemoveImagesFromIndexRequest(_Body):
-        ids: Annotated[list[Annotated[int, Field(ge=0, lt=ID_LIMIT), BeforeValidator(_json_number)]],
+        ids: Annotated[list[Annotated[int, Field(ge=0, le=ID_MAX), BeforeValidator(_json_number)]],
                        Field(min_length=1)]
         indexKey: IndexKey
         changedOnly: StrictBool = _CHANGED_ONLY
