@@ -23,7 +23,7 @@ from viewfinder.training.network import RecognitionHead
 from viewfinder.training.samplers import PKSampler, shuffled_batches
 
 FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_size": 4, "epochs": 1,
-        "learning_rate": 0.005, "warmup_epochs": 0.0, "export_onnx": False}
+        "learning_rate": 0.005, "warmup_epochs": 0.0, "export_onnx": False, "evaluate_start": False}
 
 
 def config(root, kind, output, **changes) -> TrainConfig:

@@ -21,7 +21,7 @@ from viewfinder.training import TrainConfig, TrainingError, TrainingInterrupted,
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"model": "MobileNetV2_x1_0", "device": "cpu", "input_size": 32, "batch_size": 4, "epochs": 1,
-        "learning_rate": 0.005, "export_onnx": False}
+        "learning_rate": 0.005, "export_onnx": False, "evaluate_start": False}
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -48,7 +48,7 @@ def test_bad_settings(tmp_path, changes, message):
 
 
 def test_recognition_batches_must_be_p_by_k(tmp_path):
-    config = TrainConfig(dataset_dir=str(tmp_path), dataset_type="ShiTuRecDataset", **{**FAST, "batch_size": 6})
+    config = TrainConfig(dataset_dir=str(tmp_path), dataset_type="ShiTuRecDataset", **{**FAST, "batch_size": 6, "sample_per_id": 4})
     with pytest.raises(TrainingError, match="batch_size 6 must be a multiple of sample_per_id 4"):
         config.resolved()
 
@@ -193,7 +193,7 @@ def test_ctrl_c_after_an_epochs_last_step_saves_that_epoch(tmp_path, photos, mob
 
 
 @pytest.mark.parametrize("override, message", [
-    ("pad=x", "viewfinder: error: pad must be int, got 'x'"),
+    ("pad=x", "viewfinder: error: pad must be int or null, got 'x'"),
     ("Train.epoch=3", "viewfinder: error: unknown training settings ['epoch']"),
     ("epochs", "viewfinder: error: -o expects KEY=VALUE, got 'epochs'"),
 ])

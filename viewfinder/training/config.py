@@ -1,8 +1,9 @@
 """Training settings: one flat dataclass, grouped into PaddleX-like sections in ``config.yaml``.
 
-Settings left as ``None`` take the task's default (:data:`TASK_DEFAULTS`) when the
-config is resolved; ``config.yaml`` in the output folder records the resolved values and
-can be passed back (``viewfinder train --config``) to repeat a run.
+Settings left as ``None`` are chosen for the dataset and model when the run starts
+(:mod:`.defaults`: input size, batch, P x K, frozen layers, learning rate, warm-up,
+augmentation); ``config.yaml`` in the output folder records the values the run used and can
+be passed back (``viewfinder train --config``) to repeat it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..datasets.formats import CLS, ML, REC, normalize_type
+from ..datasets.formats import CLS, REC, normalize_type
 from ..errors import TrainingError
 
 
@@ -34,17 +35,21 @@ class TrainConfig:
     # --- Train -------------------------------------------------------------------------
     epochs: float = _f("Train", 10, "passes over the training images; a fraction ends with part of a pass "
                                     "(2.4: two passes and the first 40 % of a third's batches)")
-    batch_size: int = _f("Train", 32)
-    learning_rate: float | None = _f("Train", None, "peak learning rate (after warmup)")
+    batch_size: int | None = _f("Train", None, "images per step (default: chosen for the dataset)")
+    learning_rate: float | None = _f("Train", None, "peak learning rate (after warmup; default: chosen for the "
+                                                    "dataset, task and batch)")
     optimizer: str = _f("Train", "momentum", "momentum (SGD, 0.9) or adamw")
     weight_decay: float | None = _f("Train", None)
-    warmup_epochs: float = _f("Train", 1.0, "linear warmup, capped at a quarter of training; then cosine decay")
+    warmup_epochs: float | None = _f("Train", None, "linear warmup, capped at a quarter of training; then cosine "
+                                                    "decay")
     ema_decay: float = _f("Train", 0.0, "evaluate and export an exponential moving average of the weights "
                                         "(PaddleClas EMA; e.g. 0.999; 0 = off)")
     pretrained: bool = _f("Train", True, "start from the model's pretrained weights (False: random init)")
-    input_size: int | None = _f("Train", None, "network input side (default: the model's crop size)")
+    input_size: int | None = _f("Train", None, "network input side (default: the model's crop size, or 4x "
+                                               "the source images' short side when they are small)")
     resize_short: int | None = _f("Train", None, "evaluation resize of the short side (default: input_size)")
-    freeze_groups: int = _f("Train", 0, "freeze the stem (1) and the next N-1 stages of a timm network")
+    freeze_groups: int | None = _f("Train", None, "freeze the stem (1) and the next N-1 stages of a timm network; "
+                                                  "-1: every group but the head (default: chosen for the dataset)")
     amp: bool = _f("Train", True, "fp16 autocast + gradient scaling on CUDA (ignored on CPU)")
     batch_norm: str = _f("Train", "batch", "batch: BatchNorm trains as usual; folded: its statistics are "
                                             "recalibrated on the training images and folded into the convolutions "
@@ -56,6 +61,8 @@ class TrainConfig:
     eval_interval: int = _f("Train", 1, "evaluate every N epochs and after the last (0: never; the last epoch "
                                          "becomes best_model)")
     eval_batch_size: int = _f("Train", 64)
+    evaluate_start: bool = _f("Train", True, "evaluate the starting model as epoch 0, so best_model is never worse "
+                                            "than it (false: the best trained epoch)")
     keep_checkpoints: int = _f("Train", 2, "epoch_N/ checkpoint folders kept (the latest N)")
     export_onnx: bool = _f("Train", True, "also write best_model/inference.onnx at the end")
     # --- Loss --------------------------------------------------------------------------
@@ -71,11 +78,11 @@ class TrainConfig:
     head: str = _f("Loss", "fc", "recognition head: fc (PP-ShiTuV2_rec), arcmargin or cosmargin (PaddleClas)")
     head_margin: float = _f("Loss", 0.2, "arcmargin: angle added (radians); cosmargin: cosine subtracted")
     head_scale: float = _f("Loss", 30.0, "arcmargin / cosmargin: logit scale")
-    sample_per_id: int = _f("Loss", 4, "recognition: K images per identity in each P x K batch")
+    sample_per_id: int | None = _f("Loss", None, "recognition: K images per identity in each P x K batch")
     # --- Augment -----------------------------------------------------------------------
     crop: str | None = _f("Augment", None, "random_resized, pad_crop or none")
-    crop_scale_min: float = _f("Augment", 0.35, "random_resized: smallest crop area fraction")
-    pad: int = _f("Augment", 10, "pad_crop: pixels of padding before the random crop")
+    crop_scale_min: float | None = _f("Augment", None, "random_resized: smallest crop area fraction")
+    pad: int | None = _f("Augment", None, "pad_crop: pixels of padding before the random crop")
     hflip: bool = _f("Augment", True)
     rotate_prob: float | None = _f("Augment", None, "probability of a random rotation")
     rotate_degrees: float = _f("Augment", 90.0)
@@ -86,17 +93,22 @@ class TrainConfig:
         return normalize_type(self.dataset_type)
 
     def resolved(self) -> "TrainConfig":
-        """A copy with every task default filled in and every value checked."""
-        kind = self.task()
-        defaults = TASK_DEFAULTS[kind]
+        """A checked copy; the settings left as ``None`` stay so until :meth:`with_decisions` fills them."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key, value in defaults.items():
-            if values.get(key) is None:
-                values[key] = value
-        values["dataset_type"] = kind
+        values["dataset_type"] = self.task()
         if isinstance(values["epochs"], float) and values["epochs"].is_integer():
             values["epochs"] = int(values["epochs"])  # 2.0 from the CLI is 2 in config.yaml and the logs
         config = TrainConfig(**values)
+        config.validate()
+        return config
+
+    def with_decisions(self, decisions: dict[str, Any]) -> "TrainConfig":
+        """A copy with the chosen values (``name -> Decision``) in the unset settings, checked again."""
+        config = dataclasses.replace(self, **{name: d.value for name, d in decisions.items()
+                                              if getattr(self, name) is None})
+        unset = sorted(name for name in AUTO_SETTINGS if getattr(config, name) is None)
+        if unset:
+            raise TrainingError(f"no value for {', '.join(unset)}")
         config.validate()
         return config
 
@@ -109,6 +121,8 @@ class TrainConfig:
         positive_ints = ("batch_size", "eval_batch_size", "sample_per_id")
         for name in positive_ints:
             value = getattr(self, name)
+            if value is None and name in AUTO_SETTINGS:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TrainingError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.eval_interval, bool) or not isinstance(self.eval_interval, int) or self.eval_interval < 0:
@@ -132,12 +146,18 @@ class TrainConfig:
                                 f"got {self.head_margin}, {self.head_scale}")
         if isinstance(self.ema_decay, bool) or not 0 <= self.ema_decay < 1:
             raise TrainingError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if self.freeze_groups < 0:
-            raise TrainingError(f"freeze_groups must be >= 0, got {self.freeze_groups}")
+        if self.freeze_groups is not None and self.freeze_groups < -1:
+            raise TrainingError(f"freeze_groups must be >= 0, or -1 (every group but the head), got {self.freeze_groups}")
         if self.num_workers < 0:
             raise TrainingError(f"num_workers must be >= 0, got {self.num_workers}")
-        if not 0 < self.crop_scale_min <= 1:
+        if self.crop_scale_min is not None and not 0 < self.crop_scale_min <= 1:
             raise TrainingError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}")
+        if self.pad is not None and self.pad < 0:
+            raise TrainingError(f"pad must be >= 0, got {self.pad}")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise TrainingError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.batch_size is None or self.sample_per_id is None:
+            return  # the P x K checks run once both are chosen
         if self.task() == REC and self.batch_size % self.sample_per_id:
             raise TrainingError(f"recognition batches are P x K: batch_size {self.batch_size} must be a multiple "
                                 f"of sample_per_id {self.sample_per_id}")
@@ -196,13 +216,9 @@ HEAD_KINDS = ("fc", "arcmargin", "cosmargin")
 #: BatchNorm during training: ``batch`` (train-mode statistics) or ``folded`` (see :mod:`.batchnorm`)
 BATCH_NORM_MODES = ("batch", "folded")
 
-#: per-task defaults for the settings left as None (PaddleX's recipes, scaled for fine-tuning)
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    CLS: {"learning_rate": 0.02, "weight_decay": 4e-5, "crop": "random_resized", "rotate_prob": 0.0},
-    ML: {"learning_rate": 0.02, "weight_decay": 1e-4, "crop": "random_resized", "rotate_prob": 0.0},
-    # PP-ShiTuV2_rec: Momentum 0.9, L2 1e-5, pad 10 + random crop + flip + rotation p=0.5
-    REC: {"learning_rate": 0.02, "weight_decay": 1e-5, "crop": "pad_crop", "rotate_prob": 0.5},
-}
+#: the settings chosen for the dataset and model when left unset (:mod:`.defaults`)
+AUTO_SETTINGS = ("input_size", "batch_size", "sample_per_id", "freeze_groups", "learning_rate", "warmup_epochs",
+                 "weight_decay", "crop", "rotate_prob", "crop_scale_min", "pad")
 
 
 def _type_ok(value: Any, annotation: str) -> bool:

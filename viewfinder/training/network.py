@@ -177,22 +177,38 @@ def build_trainable(base: LoadedNetwork, dataset_type: str, num_classes: int, he
     return TrainableModel(base, with_num_classes(base, num_classes), task, num_classes)
 
 
-def freeze_groups(network: nn.Module, count: int) -> int:
-    """Freeze the first ``count`` parameter groups of a timm network (1 = the stem, then one per stage).
-
-    Frozen layers need no backward pass, which is most of the cost at high resolution on a
-    CPU. Their BatchNorm statistics still follow the new data. Returns the number of frozen tensors.
-    """
-    if count <= 0:
-        return 0
+def _grouped(network: nn.Module) -> tuple[nn.Module, dict[int, list[str]]]:
+    """The timm network inside ``network`` and its coarse parameter groups (stem, stages, head)."""
     target = network.net if isinstance(network, PooledFeatures) else network
     matcher = getattr(target, "group_matcher", None)
     if matcher is None:
         raise TrainingError(f"freeze_groups needs a timm network with stages; {type(target).__name__} has none")
     from timm.models import group_parameters
 
-    groups = group_parameters(target, matcher(coarse=True))
+    return target, group_parameters(target, matcher(coarse=True))
+
+
+def parameter_groups(network: nn.Module) -> int:
+    """How many coarse parameter groups (stem, stages, head) ``network`` has; 0 if it is not a timm network."""
+    try:
+        return len(_grouped(network)[1])
+    except TrainingError:
+        return 0
+
+
+def freeze_groups(network: nn.Module, count: int) -> int:
+    """Freeze the first ``count`` parameter groups of a timm network (1 = the stem, then one per stage;
+    -1 = every group but the last, the head: a linear probe of the pretrained features).
+
+    Frozen layers need no backward pass, which is most of the cost at high resolution on a
+    CPU. Their BatchNorm statistics still follow the new data. Returns the number of frozen tensors.
+    """
+    if count == 0:
+        return 0
+    target, groups = _grouped(network)
     order = sorted(groups)
+    if count < 0:
+        count = len(order) - 1
     if count >= len(order):
         raise TrainingError(f"freeze_groups {count}: {type(target).__name__} has {len(order)} groups "
                             "(stem, stages, head); freeze fewer")

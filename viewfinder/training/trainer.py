@@ -47,12 +47,13 @@ from ..memory import retained_heap
 from ..models.loader import load_network
 from .batchnorm import fold_batch_norm, recalibrate_batch_norm
 from .config import TrainConfig
+from .defaults import DatasetFacts, Decision, choose
 from .data import ResizedBatches, TrainDataset, load_images, train_transform
 from .evaluate import Evaluator
 from .export import postprocess_defaults, save_model_dir, try_export_onnx
 from .losses import AsymmetricLoss, TripletAngularMarginLoss
 from .metrics import PRIMARY_METRIC
-from .network import TrainableModel, build_trainable, freeze_groups, resolve_preprocess
+from .network import TrainableModel, build_trainable, freeze_groups, parameter_groups, resolve_preprocess
 from .samplers import PKSampler, shuffled_batches
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,9 @@ class Trainer:
             self.labels = list(self.dataset.label_names or [])
         resuming = bool(self.resume)
         base = load_network(cfg.model, cfg.model_dir, pretrained=cfg.pretrained and not resuming)
+        self.decisions: dict[str, Decision] = choose(cfg, DatasetFacts.measure(train_samples, targets, self.kind),
+                                                     base.preprocess, parameter_groups(base.module))
+        self.config = cfg = cfg.with_decisions(self.decisions)
         self.preprocess = resolve_preprocess(base.preprocess, cfg.input_size, cfg.resize_short)
         self.model: TrainableModel = build_trainable(base, self.kind, self.num_classes, cfg.head, cfg.head_margin,
                                                        cfg.head_scale)
@@ -357,7 +361,7 @@ class Trainer:
             step += 1
             total_loss += loss
             count += 1
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.3g}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.3g}", **self._last_metric())
             if self._stop_requested:
                 bar.close()
                 self._partial = (total_loss, count)
@@ -396,8 +400,9 @@ class Trainer:
                            postprocess_defaults(self.kind, self.num_classes))
 
     def _draw_curve(self) -> None:
-        epochs = [h["epoch"] for h in self.history]
-        panels = [line_chart({"train loss": (epochs, [h["loss"] for h in self.history])}, "training loss", "epoch")]
+        trained = [h for h in self.history if h["loss"] is not None]  # epoch 0 has metrics but no loss
+        panels = [line_chart({"train loss": ([h["epoch"] for h in trained], [h["loss"] for h in trained])},
+                             "training loss", "epoch")]
         evaluated = [h for h in self.history if h.get("metrics")]
         if evaluated:
             names = list(evaluated[-1]["metrics"])
@@ -433,6 +438,8 @@ class Trainer:
                 },
             },
             "history": self.history,
+            "start": self._start_record(),
+            "defaults": {name: {"value": d.value, "reason": d.reason} for name, d in self.decisions.items()},
             "skipped_images": {"count": len(skipped), "examples": skipped[:MAX_LISTED_SKIPS]},
             "train_samples": len(self.train_set),
             "num_classes": self.num_classes,
@@ -442,6 +449,19 @@ class Trainer:
             result["onnx_export"] = self.onnx_record
         return result
 
+    def _start_record(self) -> dict[str, Any]:
+        """Epoch 0's score and whether training beat it (None before any evaluation after training)."""
+        start = next((h for h in self.history if h["epoch"] == 0), None)
+        if start is None:
+            return {"score": None, "improved": None}
+        later = [h["metrics"][self.metric] for h in self.history if h["epoch"] > 0 and h.get("metrics")]
+        return {"score": start["metrics"][self.metric], "improved": (self.best["epoch"] or 0) > 0 if later else None}
+
+    def _log_settings(self) -> None:
+        """Each setting chosen for this dataset, with its reason (the values are in config.yaml)."""
+        for name, decision in self.decisions.items():
+            log.info("default %s = %s: %s", name, decision.value, decision.reason)
+
     # ------------------------------------------------------------------ main
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._stop_requested:  # a second Ctrl-C: stop now, the last saved checkpoint stays valid
@@ -449,8 +469,34 @@ class Trainer:
         self._stop_requested = True
         log.warning("interrupt received: saving a checkpoint after this step (Ctrl-C again to abort at once)")
 
+    def _last_metric(self) -> dict[str, str]:
+        """The primary metric of the last evaluation, for the progress bar."""
+        evaluated = [h for h in self.history if h.get("metrics")]
+        return {self.metric: f"{evaluated[-1]['metrics'][self.metric]:.4f}"} if evaluated else {}
+
+    def _consider(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Keep ``epoch``'s model as best_model when its primary metric beats every earlier one (epoch 0 included)."""
+        score = metrics[self.metric]
+        if self.best["score"] is None or score > self.best["score"]:
+            self.best = {"score": float(score), "epoch": epoch, "metrics": {k: round(float(v), 6) for k, v in metrics.items()}}
+            self._export_best()
+            log.info("new best %s %.5f: saved %s", self.metric, score, self.output / BEST_DIR)
+
+    def _evaluate_start(self) -> None:
+        """Epoch 0: the starting model, evaluated before any step, so best_model is never worse than it."""
+        started = time.time()
+        metrics = self._evaluate()
+        record = {"epoch": 0, "steps": 0, "loss": None, "lr": 0.0,
+                  "metrics": {k: round(float(v), 6) for k, v in metrics.items()}, "time_s": round(time.time() - started, 1)}
+        log.info("[Eval][Epoch 0][Avg] %s (the starting model)", ", ".join(f"{k}: {v:.5f}" for k, v in metrics.items()))
+        self.history.append(record)
+        self._consider(0, metrics)
+
     def _run_epochs(self, started: float) -> None:
         cfg = self.config
+        if cfg.eval_interval and cfg.evaluate_start and self.start_epoch == 0 and self.start_step == 0 \
+                and not self.history:
+            self._evaluate_start()
         for epoch in range(self.start_epoch, self.num_epochs):
             epoch_started = time.time()
             step = self.start_step if epoch == self.start_epoch else 0
@@ -464,11 +510,7 @@ class Trainer:
                 record["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
                 log.info("[Eval][Epoch %d][Avg] %s", epoch + 1,
                          ", ".join(f"{k}: {v:.5f}" for k, v in metrics.items()))
-                score = metrics[self.metric]
-                if self.best["score"] is None or score > self.best["score"]:
-                    self.best = {"score": float(score), "epoch": epoch + 1, "metrics": record["metrics"]}
-                    self._export_best()
-                    log.info("new best %s %.5f: saved %s", self.metric, score, self.output / BEST_DIR)
+                self._consider(epoch + 1, metrics)
             record["time_s"] = round(time.time() - epoch_started, 1)
             self.history.append(record)
             self._save_checkpoint(epoch + 1, 0)
@@ -493,6 +535,7 @@ class Trainer:
                             self.output)
             self.config.save(self.output / "config.yaml")
             cfg = self.config
+            self._log_settings()
             log.info("training %s on %s (%s): %d images, %d classes, %d steps/epoch, %g epochs (%d steps), device %s",
                      self.model.base.spec.name, cfg.dataset_dir, self.kind, len(self.train_set), self.num_classes,
                      self.steps_per_epoch, cfg.epochs, self.total_steps, self.device)
@@ -513,6 +556,11 @@ class Trainer:
                 self.onnx_record = try_export_onnx(self.output / BEST_DIR)
             result = self._result(True, started)
             _write_json(self.output / RESULT_FILE, result)
+            if result["start"]["improved"] is False:
+                log.warning("training did not beat the starting model: %s %.5f before training, at best %.5f after; "
+                            "best_model is the starting model (try a lower learning rate, more epochs or more data)",
+                            self.metric, result["start"]["score"],
+                            max(h["metrics"][self.metric] for h in self.history if h["epoch"] > 0 and h["metrics"]))
             log.info("done in %.1fs; best %s %s at epoch %s -> %s", result["wall_time_s"], self.metric,
                      "(not evaluated)" if self.best["score"] is None else f"{self.best['score']:.5f}",
                      self.best["epoch"], self.output / BEST_DIR)
