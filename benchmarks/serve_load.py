@@ -12,6 +12,9 @@
    ../shared/assets, MobileNetV2 features with real weights).
 4. 16 clients mixing add/remove/infer on one index for ``--mixed_seconds``; the final
    idMap must equal the set the acknowledged answers imply.
+5. Rejecting bad input under full load (both pipelines): while ``--reject_load`` clients keep
+   the server busy, a separate client sends a truncated JPEG (the first half of a photo)
+   ``--reject_probes`` times; the time until each answer (400) is printed.
 
 Bounded: each level stops after ``--requests`` requests or ``--max_seconds``. The client
 is a minimal asyncio HTTP/1.1 keep-alive client with pre-encoded bodies, so it takes as
@@ -136,6 +139,45 @@ async def run_level(port: int, path: str, bodies: list[bytes], concurrency: int,
     }
 
 
+async def rejection_under_load(port: int, path: str, bodies: list[bytes], bad_body: bytes, concurrency: int,
+                               probes: int) -> dict[str, Any]:
+    """Latency of answering ``bad_body`` (a truncated image) while ``concurrency`` clients saturate ``path``."""
+    seconds: list[float] = []
+    statuses: list[int] = []
+
+    async def probe() -> None:
+        await asyncio.sleep(2.0)  # let the load build a queue first
+        connection = Connection(port)
+        try:
+            for _ in range(probes):
+                start = time.perf_counter()
+                status, _ = await connection.request("POST", path, bad_body)
+                seconds.append(time.perf_counter() - start)
+                statuses.append(status)
+                await asyncio.sleep(0.5)
+        finally:
+            connection.close()
+
+    load = asyncio.ensure_future(run_level(port, path, bodies, concurrency, 10 ** 6, 2.0 + probes * 30))
+    await probe()
+    load.cancel()
+    try:
+        await load
+    except asyncio.CancelledError:
+        pass
+    return {"statuses": sorted(set(statuses)), "median_ms": 1000 * statistics.median(seconds),
+            "max_ms": 1000 * max(seconds)}
+
+
+def print_rejection(path: str, args: argparse.Namespace, report: dict[str, Any]) -> None:
+    print(f"\n{path}: truncated JPEG under load ({args.reject_load} clients): {args.reject_probes} probes, "
+          f"answered {report['statuses']}, median {report['median_ms']:.1f} ms, max {report['max_ms']:.1f} ms")
+
+
+def truncated_body(data: bytes, **fields: Any) -> bytes:
+    return body_of({"image": base64.b64encode(data[: len(data) // 2]).decode(), **fields})
+
+
 # ----------------------------------------------------------------------------- servers
 def free_port() -> int:
     with socket.socket() as s:
@@ -254,11 +296,16 @@ def classification(args: argparse.Namespace, datas: list[bytes], work: Path) -> 
         asyncio.run(run_level(port, "/image-classification", bodies, 2, 8, 30))  # warm-up
         rows = levels_with_baseline(args, port, "/image-classification", bodies,
                                     lambda: in_process_rps(predict, datas, (best,), args.baseline_rounds)[best])
+        rejection = asyncio.run(rejection_under_load(port, "/image-classification", bodies, truncated_body(datas[0]),
+                                                     args.reject_load, args.reject_probes)) \
+            if args.reject_probes else None
     finally:
         stop(server)
         del pipeline
         gc.collect()
     print_table(f"/image-classification (visualize={args.visualize})", rows)
+    if rejection is not None:
+        print_rejection("/image-classification", args, rejection)
 
 
 def shitu_config(work: Path, engine: str | None) -> Path:
@@ -380,6 +427,10 @@ def shitu(args: argparse.Namespace, datas: list[bytes], work: Path) -> None:
         asyncio.run(run_level(port, "/shitu-infer", bodies, 2, 8, 30))  # warm-up
         rows = levels_with_baseline(args, port, "/shitu-infer", bodies, lambda: baseline(args.baseline_rounds))
         print_table(f"/shitu-infer (visualize={args.visualize}, index of {len(datas)} images)", rows)
+        if args.reject_probes:
+            bad = truncated_body(datas[0], indexKey=key)
+            print_rejection("/shitu-infer", args, asyncio.run(
+                rejection_under_load(port, "/shitu-infer", bodies, bad, args.reject_load, args.reject_probes)))
 
         if args.mixed_seconds > 0:
             add_body = body_of({"imageLabelPairs": [{"image": encoded[0], "label": "x"}]})
@@ -411,6 +462,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="server processes on the port (serve --processes)")
     parser.add_argument("--visualize", action="store_true", help="ask for result images too")
     parser.add_argument("--only", choices=["classification", "shitu"], default=None)
+    parser.add_argument("--reject_probes", type=int, default=10, help="truncated-JPEG requests sent under load "
+                        "(0: skip)")
+    parser.add_argument("--reject_load", type=int, default=8, help="clients keeping the server busy meanwhile")
     args = parser.parse_args()
     if not WEIGHTS.is_file():
         raise SystemExit(f"{WEIGHTS} missing: run `make seed`")
