@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 import fashion_mnist_data as fm  # noqa: E402
+import fashion_mnist_multilabel  # noqa: E402
 
 MODEL = "MobileNetV2_x1_0"
 CLI = [sys.executable, "-m", "viewfinder.cli"]
@@ -71,15 +72,8 @@ def build_cls(root: Path, per_class: int, val_per_class: int) -> Path:
 
 
 def build_ml(root: Path, train_images: int, val_images: int) -> Path:
-    if (root / "val.txt").is_file():
-        return root
-    rng = np.random.default_rng(0)
-    fm.write_list(root / "label.txt", [f"{i} {name}" for i, name in enumerate(fm.CLASSES)])
-    for split, source, count in (("train", "train", train_images), ("val", "t10k", val_images)):
-        images, labels = fm.load(source)
-        mosaics, targets = fm.mosaic(images, labels, rng, count)
-        paths = fm.write_images(root, f"{split}_mosaic", mosaics, np.arange(count))
-        fm.write_list(root / f"{split}.txt", [f"{p}\t{','.join(map(str, t))}" for p, t in zip(paths, targets)])
+    if not (root / "val.txt").is_file():
+        fashion_mnist_multilabel.build_dataset(root, train_images, val_images)  # 2x2 mosaics of 1-4 items
     return root
 
 

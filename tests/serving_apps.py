@@ -1,4 +1,7 @@
-"""Small pipelines and inputs the serving protocol tests share (no fixtures: each module scopes its own)."""
+"""Small pipelines, inputs and test clients the serving protocol tests share.
+
+The client fixtures are module-scoped: a test module that imports them gets its own clients.
+"""
 from __future__ import annotations
 
 import base64
@@ -6,10 +9,13 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from viewfinder import create_pipeline
+from viewfinder.serving import ServingConfig, create_app
 
 
 def classifier_pipeline(weights: Path) -> Any:
@@ -48,3 +54,25 @@ class ErrorEnvelope(BaseModel):
     logId: str
     errorCode: int
     errorMsg: str
+
+
+# ------------------------------------------------------------------ clients (import them as fixtures)
+@pytest.fixture(scope="module")
+def classification(mobilenet_v2_weights):
+    app = create_app(classifier_pipeline(mobilenet_v2_weights), ServingConfig(index_storage="memory"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def multilabel():
+    with TestClient(create_app(multilabel_pipeline(), ServingConfig(index_storage="memory")),
+                    raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shitu(mobilenet_v2_weights, tmp_path_factory):
+    app = create_app(shitu_pipeline(mobilenet_v2_weights), ServingConfig(data_dir=tmp_path_factory.mktemp("indexes")))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client

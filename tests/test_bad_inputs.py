@@ -1,7 +1,6 @@
 """Bad input never crashes: one clear error (CLI: one line, exit code != 0) or a per-item error."""
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from pathlib import Path

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving_apps import ErrorEnvelope, classifier_pipeline, multilabel_pipeline, shitu_pipeline, small_jpeg
-from viewfinder.serving import ServingConfig, create_app
+from serving_apps import (  # noqa: F401 (classification, multilabel, shitu: client fixtures)
+    ErrorEnvelope, classification, multilabel, shitu, small_jpeg)
 
 #: what clients in the wild send a JSON body as: axios with a string (PaddleX's Node.js client) and
 #: curl -d send form-urlencoded; others text/plain or no Content-Type at all (None)
@@ -27,28 +27,6 @@ def post_raw(client: TestClient, path: str, body: str | bytes, content_type: str
     response = client.post(path, content=body if isinstance(body, bytes) else body.encode(), headers=headers)
     assert response.request.headers.get("content-type") == content_type  # what went over the wire
     return response
-
-
-@pytest.fixture(scope="module")
-def classification(mobilenet_v2_weights):
-    app = create_app(classifier_pipeline(mobilenet_v2_weights), ServingConfig(index_storage="memory"))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def multilabel():
-    with TestClient(create_app(multilabel_pipeline(), ServingConfig(index_storage="memory")),
-                    raise_server_exceptions=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def shitu(mobilenet_v2_weights, tmp_path_factory):
-    app = create_app(shitu_pipeline(mobilenet_v2_weights), ServingConfig(data_dir=tmp_path_factory.mktemp("indexes")))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client
-
 
 @pytest.mark.parametrize("content_type", CONTENT_TYPES)
 def test_classification_endpoints_parse_json_whatever_the_content_type(classification, multilabel, content_type):

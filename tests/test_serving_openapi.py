@@ -12,32 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serving_apps import ErrorEnvelope, classifier_pipeline, multilabel_pipeline, shitu_pipeline, small_jpeg
+from serving_apps import (  # noqa: F401 (classification, multilabel, shitu: client fixtures)
+    ErrorEnvelope, classification, classifier_pipeline, multilabel, shitu, shitu_pipeline, small_jpeg)
 from viewfinder.serving import ServingConfig, create_app
 
 RED, BLUE = small_jpeg((200, 30, 30)), small_jpeg((30, 30, 200))
-
-
-@pytest.fixture(scope="module")
-def classification(mobilenet_v2_weights):
-    app = create_app(classifier_pipeline(mobilenet_v2_weights), ServingConfig(index_storage="memory"))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def multilabel():
-    with TestClient(create_app(multilabel_pipeline(), ServingConfig(index_storage="memory")),
-                    raise_server_exceptions=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def shitu(mobilenet_v2_weights, tmp_path_factory):
-    app = create_app(shitu_pipeline(mobilenet_v2_weights), ServingConfig(data_dir=tmp_path_factory.mktemp("indexes")))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        yield client
-
 
 ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
 INFER = {400, 413, 422, 500, 503, 504}  # 503: the work queue is full; 504: the request time limit

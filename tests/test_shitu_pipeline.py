@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from viewfinder import IndexData, create_pipeline
 from viewfinder.cli import cli
-from viewfinder.errors import ConfigError, InputError, RetrievalIndexError
+from viewfinder.errors import ConfigError, RetrievalIndexError
 
 ROOT = Path(__file__).resolve().parent.parent
 OPENCV = ROOT / ".assets" / "opencv"
