@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..engines.base import Engine, EngineOutput
-from .gpu_decode import PendingJpeg, gpu_decoder_for
 from ..errors import InputError, ViewfinderError
 from ..io import DecodedImage, InputItem, decode_image, iter_inputs, max_image_pixels
 from ..predict_params import reject_unknown_params
 from ..results import BaseResult, ErrorResult
+from .gpu_decode import PendingJpeg, gpu_decoder_for
 from .preprocess import Preprocessor
 from .registry import ModelSpec
 
