@@ -17,8 +17,6 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageTooLargeError, InputError
 from ..io.image import decode_image
-from .config import UrlPolicy
-from .security import fetch_url
 
 _DATA_URI = re.compile(r"^data:[^,;]*(;[^,;=]+=[^,;]*)*;base64,", re.IGNORECASE)
 _WHITESPACE = b" \t\n\r\x0b\x0c"  # what Base64 may be wrapped with (the bytes ``\s`` matches)
@@ -49,11 +47,6 @@ def decode_base64(value: str) -> bytes:
     if not data:
         raise InputError("image is empty")
     return data
-
-
-def image_bytes(value: str, policy: UrlPolicy) -> bytes:
-    """The file bytes an ``image`` field stands for (blocking when it is a URL)."""
-    return fetch_url(value, policy) if is_url(value) else decode_base64(value)
 
 
 def check_image(data: bytes, max_pixels: int) -> tuple[int, int]:
