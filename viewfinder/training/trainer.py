@@ -474,23 +474,26 @@ class Trainer:
         evaluated = [h for h in self.history if h.get("metrics")]
         return {self.metric: f"{evaluated[-1]['metrics'][self.metric]:.4f}"} if evaluated else {}
 
-    def _consider(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Keep ``epoch``'s model as best_model when its primary metric beats every earlier one (epoch 0 included)."""
+    def _evaluate_epoch(self, epoch: int) -> dict[str, float]:
+        """Evaluate the model as ``epoch`` (0: the starting model, before any step), log it, and keep it
+        as best_model when its primary metric beats every earlier one; returns the rounded metrics."""
+        metrics = self._evaluate()
+        rounded = {k: round(float(v), 6) for k, v in metrics.items()}
+        log.info("[Eval][Epoch %d][Avg] %s%s", epoch, ", ".join(f"{k}: {v:.5f}" for k, v in metrics.items()),
+                 " (the starting model)" if epoch == 0 else "")
         score = metrics[self.metric]
         if self.best["score"] is None or score > self.best["score"]:
-            self.best = {"score": float(score), "epoch": epoch, "metrics": {k: round(float(v), 6) for k, v in metrics.items()}}
+            self.best = {"score": float(score), "epoch": epoch, "metrics": rounded}
             self._export_best()
             log.info("new best %s %.5f: saved %s", self.metric, score, self.output / BEST_DIR)
+        return rounded
 
     def _evaluate_start(self) -> None:
-        """Epoch 0: the starting model, evaluated before any step, so best_model is never worse than it."""
+        """Epoch 0, so best_model is never worse than the model training started from."""
         started = time.time()
-        metrics = self._evaluate()
-        record = {"epoch": 0, "steps": 0, "loss": None, "lr": 0.0,
-                  "metrics": {k: round(float(v), 6) for k, v in metrics.items()}, "time_s": round(time.time() - started, 1)}
-        log.info("[Eval][Epoch 0][Avg] %s (the starting model)", ", ".join(f"{k}: {v:.5f}" for k, v in metrics.items()))
-        self.history.append(record)
-        self._consider(0, metrics)
+        metrics = self._evaluate_epoch(0)
+        self.history.append({"epoch": 0, "steps": 0, "loss": None, "lr": 0.0, "metrics": metrics,
+                             "time_s": round(time.time() - started, 1)})
 
     def _run_epochs(self, started: float) -> None:
         cfg = self.config
@@ -506,11 +509,7 @@ class Trainer:
             log.info("[Train][Epoch %d/%d] loss: %.5f, lr: %.5g, time: %.1fs", epoch + 1, self.num_epochs, loss,
                      record["lr"], time.time() - epoch_started)
             if cfg.eval_interval and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == self.num_epochs):
-                metrics = self._evaluate()
-                record["metrics"] = {k: round(float(v), 6) for k, v in metrics.items()}
-                log.info("[Eval][Epoch %d][Avg] %s", epoch + 1,
-                         ", ".join(f"{k}: {v:.5f}" for k, v in metrics.items()))
-                self._consider(epoch + 1, metrics)
+                record["metrics"] = self._evaluate_epoch(epoch + 1)
             record["time_s"] = round(time.time() - epoch_started, 1)
             self.history.append(record)
             self._save_checkpoint(epoch + 1, 0)
