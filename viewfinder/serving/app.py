@@ -141,6 +141,7 @@ def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name
         if warming is not None:
             warming.cancel()
         pool.shutdown()
+        runtime.close()
         metrics.close()
 
     app = FastAPI(title=f"viewfinder serving: {name}", version="1.0",

@@ -42,7 +42,7 @@ class ServiceRuntime:
         self._observe_batch = observe_batch
         # Request images decode on as many threads as there are cores (not on the event loop, not behind
         # the inference queue): more would only take turns with inference on the same cores.
-        self._decode_pool = ThreadPoolExecutor(max(1, physical_cores()), thread_name_prefix="viewfinder-request-decode")
+        self._decode_pool: ThreadPoolExecutor | None = None  # made on first use, shut down by close()
 
     @property
     def store(self) -> IndexStore:
@@ -76,8 +76,20 @@ class ServiceRuntime:
         elif len(value) <= INLINE_BASE64_CHARS:
             data = decode_base64(value)  # 0.07 ms for an 82 KiB JPEG: cheaper than a thread hop
         else:
-            data = await loop.run_in_executor(self._decode_pool, decode_base64, value)
-        return await loop.run_in_executor(self._decode_pool, self._checked, data, decode)
+            data = await loop.run_in_executor(self._decoders(), decode_base64, value)
+        return await loop.run_in_executor(self._decoders(), self._checked, data, decode)
+
+    def _decoders(self) -> ThreadPoolExecutor:
+        if self._decode_pool is None:
+            self._decode_pool = ThreadPoolExecutor(max(1, physical_cores()),
+                                                   thread_name_prefix="viewfinder-request-decode")
+        return self._decode_pool
+
+    def close(self) -> None:
+        """Stop the request-decoding threads (the app's shutdown; a later request starts new ones)."""
+        if self._decode_pool is not None:
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
+            self._decode_pool = None
 
     async def read_images(self, values: Sequence[str], decode: Callable[[bytes], T]) -> list[T]:
         if len(values) > self.config.max_images_per_request:
