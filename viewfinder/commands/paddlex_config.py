@@ -9,6 +9,7 @@ takes any setting of our ``TrainConfig`` (``-o Train.input_size=64``), a viewfin
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -75,6 +76,9 @@ _NULLABLE = {"CheckDataset", "CheckDataset.convert", "CheckDataset.split", "Trai
              "Predict.kernel_option"}
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``KEY=VALUE`` -> (dotted key, value parsed as a YAML scalar, as PaddleX does).
 
@@ -88,6 +92,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
+    if isinstance(value, str) and _EXPONENT.fullmatch(value):
+        value = float(value)  # YAML 1.1 (PyYAML) reads 1e-3 as text; nobody means text there
     return key, value
 
 
@@ -123,17 +129,30 @@ def leaf_keys(config: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, A
             yield path, value
 
 
-def check_keys(config: dict[str, Any], source: str) -> None:
-    """Refuse every key this schema does not know, naming each (with the nearest known key)."""
+def unknown_keys(config: dict[str, Any]) -> list[str]:
+    """The keys this schema does not know, each with the nearest known key when one is close."""
     unknown = []
     for key, value in leaf_keys(config):
         if key in KNOWN_KEYS or (key in _NULLABLE and value in (None, {})):
             continue
         close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1, cutoff=0.75)
         unknown.append(f"{key} (did you mean {close[0]}?)" if close else key)
-    if unknown:
-        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} in {source}: {', '.join(unknown)}; "
-                          "the known keys are listed in docs/training.md (PaddleX module configs)")
+    return unknown
+
+
+def check_keys(config: dict[str, Any], source: str) -> None:
+    """Refuse every key this schema does not know, naming each (a typo must not be silently ignored)."""
+    _refuse({source: unknown_keys(config)})
+
+
+def _refuse(unknown_by_source: dict[str, list[str]]) -> None:
+    found = {source: keys for source, keys in unknown_by_source.items() if keys}
+    if not found:
+        return
+    count = sum(len(keys) for keys in found.values())
+    where = "; ".join(f"in {source}: {', '.join(keys)}" for source, keys in found.items())
+    raise ConfigError(f"unknown key{'s' if count > 1 else ''} {where}; the known keys are listed in "
+                      "docs/training.md (PaddleX module configs)")
 
 
 def module_of(model_name: str) -> Module:
@@ -188,6 +207,7 @@ def load_config(path: str, overrides: Sequence[str]) -> tuple[dict[str, Any], li
     """
     notes: list[str] = []
     file = Path(path)
+    unknown: dict[str, list[str]] = {}
     if file.is_file():
         try:
             config = yaml.safe_load(file.read_text(encoding="utf-8"))
@@ -197,15 +217,18 @@ def load_config(path: str, overrides: Sequence[str]) -> tuple[dict[str, Any], li
             config = {}
         if not isinstance(config, dict):
             raise ConfigError(f"{path}: expected a mapping with Global, Train, ... sections")
-        check_keys(config, path)
+        unknown[path] = unknown_keys(config)
     else:
         config = _builtin_for(file)
         notes.append(f"{path} does not exist here; using viewfinder's built-in config for {file.stem} "
                      f"(`viewfinder --get_module_config {file.stem}` writes it)")
+    given: dict[str, Any] = {}
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(config, key, value)
-    check_keys(config, "the -o overrides" if file.is_file() else f"{path} and the -o overrides")
+        set_dotted(given, key, value)
+    unknown["-o"] = unknown_keys(given)
+    _refuse(unknown)  # every unknown key at once, file and -o alike
     return config, notes
 
 
