@@ -360,3 +360,16 @@ def test_inference_yml_for_each_task():
     cls = inference_yml({**base, "task": "image_classification", "postprocess": {"topk": 1}})
     assert cls["PostProcess"] == {"Topk": {"topk": 1, "label_list": ["a", "b"]}}
     assert inference_yml({**base, "task": "image_feature"})["PostProcess"] == {"NormalizeFeatures": None}
+
+
+def test_resume_path_maps_paddlex_epoch_weights_to_our_checkpoint(tmp_path):
+    from viewfinder.commands.paddlex_module import _resume_checkpoint
+
+    epoch = tmp_path / "output" / "epoch_2"
+    epoch.mkdir(parents=True)
+    (epoch / "checkpoint.pt").write_bytes(b"")
+    assert _resume_checkpoint(str(epoch / "epoch_2.pdparams")) == str(epoch / "checkpoint.pt")  # PaddleX's spelling
+    assert _resume_checkpoint(str(epoch)) == str(epoch / "checkpoint.pt")
+    assert _resume_checkpoint(None) is None
+    with pytest.raises(ConfigError, match="no viewfinder checkpoint there"):
+        _resume_checkpoint(str(tmp_path / "elsewhere" / "x.pdparams"))
