@@ -4,6 +4,8 @@
     viewfinder --get_pipeline_config image_classification --save_path configs/
     viewfinder --pipeline my.yaml --input photos/
     viewfinder models [--task image_classification]
+    viewfinder -c PP-ShiTuV2_rec.yaml -o Global.mode=train -o Global.dataset_dir=data/   # PaddleX's main.py
+    viewfinder --get_module_config PP-ShiTuV2_rec --save_path configs/
 
 User errors print one line on stderr and exit non-zero; never a traceback.
 """
@@ -30,6 +32,27 @@ def _write_pipeline_config(name: str, save_path: str | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(default_config_text(canonical), encoding="utf-8")
     click.echo(f"pipeline config written to {target}")
+
+
+def _write_module_config(name: str, save_path: str | None) -> None:
+    from .commands.paddlex_config import default_config_text
+
+    text = default_config_text(name)  # refuses an unknown model name before anything is written
+    folder = Path(save_path or ".")
+    target = folder if folder.suffix.lower() in (".yaml", ".yml") else folder / f"{name}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    click.echo(f"module config written to {target}")
+
+
+def _run_module(config: str, overrides: tuple[str, ...], pipeline: str | None, inputs: tuple[str, ...]) -> None:
+    from .commands.paddlex_module import run_module
+
+    if pipeline or inputs:
+        raise ConfigError("-c runs a module config (PaddleX's main.py); it does not combine with --pipeline/--input "
+                          "(set Predict.input with -o)")
+    if run_module(config, overrides):
+        sys.exit(EXIT_INPUT_FAILED)
 
 
 def _predict_params(pipeline: str, flags: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +120,13 @@ def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, sa
 @click.option("--use_hpip", is_flag=True, help="High-performance inference (ONNX Runtime on CPU).")
 @click.option("--cpu_threads", type=int, default=None, help="CPU threads for inference.")
 @click.option("--get_pipeline_config", default=None, metavar="NAME", help="Write a pipeline's default YAML.")
+@click.option("-c", "--config", "module_config", default=None, metavar="MODULE.yaml",
+              help="Run a PaddleX module config (python main.py -c ...): Global.mode check_dataset, train, "
+                   "evaluate, export or predict.")
+@click.option("-o", "--override", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With -c: set a config key, e.g. -o Global.mode=train -o Train.epochs_iters=2 (repeatable).")
+@click.option("--get_module_config", default=None, metavar="MODEL",
+              help="Write MODEL.yaml, a PaddleX-shaped module config with viewfinder's defaults (--save_path DIR).")
 @click.option("--random_init", is_flag=True, help="Random weights (for speed tests without weight files).")
 @click.option("--serve", is_flag=True, help="Serve --pipeline over HTTP (PaddleX's spelling of `viewfinder serve`).")
 @click.option("--host", default=None, help="With --serve: address to listen on (default 0.0.0.0).")
@@ -110,7 +140,8 @@ def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], devic
         save_path: str | None, topk: int | None, threshold: str | None, index_dir: str | None,
         det_threshold: float | None, rec_threshold: float | None, rec_topk: int | None,
         batch_size: int | None, use_hpip: bool,
-        cpu_threads: int | None, get_pipeline_config: str | None, random_init: bool, **serve_options: Any) -> None:
+        cpu_threads: int | None, get_pipeline_config: str | None, module_config: str | None,
+        overrides: tuple[str, ...], get_module_config: str | None, random_init: bool, **serve_options: Any) -> None:
     """viewfinder: image classification, multi-label tagging and image recognition."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if ctx.invoked_subcommand is not None:
@@ -118,6 +149,14 @@ def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], devic
     if get_pipeline_config:
         _write_pipeline_config(get_pipeline_config, save_path)
         return
+    if get_module_config:
+        _write_module_config(get_module_config, save_path)
+        return
+    if module_config:
+        _run_module(module_config, overrides, pipeline, inputs)
+        return
+    if overrides:
+        raise ConfigError("-o KEY=VALUE needs -c MODULE.yaml (a PaddleX module config)")
     if serve_options.pop("serve"):
         from .commands.serve import run_server
 
