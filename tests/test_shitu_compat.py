@@ -144,3 +144,36 @@ def test_cli_index_commands_take_the_3_0_options(mobilenet_v2_weights, tmp_path)
     assert sorted(IndexData.load(index_dir).id_map.values()) == ["graf", "leuven"]
     both = runner.invoke(cli, ["index", "remove", "--index_dir", index_dir, "--gallery", str(first), "--ids", "1"])
     assert both.exit_code != 0 and "exactly one of --ids, --id_file or --gallery" in both.stderr
+
+
+def test_service_serves_an_old_yaml_with_a_paddleclas_index(tmp_path):
+    """`viewfinder serve --pipeline old.yaml`: the YAML's index_dir (a PaddleClas folder) answers /shitu-infer."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from viewfinder.pipelines import PIPELINE_NAMES
+    from viewfinder.pipelines.config import load_config
+    from viewfinder.serving import create_app
+    from viewfinder.serving.server import build_config, load_pipeline
+
+    config_path = tmp_path / "PP-ShiTuV2.yaml"
+    config_path.write_text("Global:\n  pipeline_name: PP-ShiTuV2\nPipeline:\n  det_model: PP-ShiTuV2_det\n"
+                           "  rec_model: PP-ShiTuV2_rec\n  device: cpu\n  index_dir: ./drink_index\n"
+                           "  score_thres: -1.0\n  return_k: 2\n", encoding="utf-8")
+    config = build_config(load_config(str(config_path), None, PIPELINE_NAMES), data_dir=tmp_path / "keys")
+    runner = load_pipeline(str(config_path), config, pretrained=False)
+    names = list(GALLERY)[:2]
+    features = runner.recognizer.embed([runner.decode_input(str(OPENCV / n)) for n in names])
+    index = faiss.IndexIDMap2(faiss.index_factory(features.shape[1], "Flat", faiss.METRIC_INNER_PRODUCT))
+    index.add_with_ids(features, np.arange(len(names)).astype(np.int64))
+    (tmp_path / "drink_index").mkdir()
+    faiss.write_index(index, str(tmp_path / "drink_index" / "vector.index"))
+    (tmp_path / "drink_index" / "id_map.pkl").write_bytes(pickle.dumps({i: GALLERY[n] for i, n in enumerate(names)}))
+    with TestClient(create_app(runner, config)) as client:
+        image = base64.b64encode((OPENCV / "box.png").read_bytes()).decode()
+        body = client.post("/shitu-infer", json={"image": image, "visualize": False}).json()  # no indexKey
+    assert body["errorCode"] == 0, body
+    objects = body["result"]["detectedObjects"]
+    assert objects and all(len(o["recResults"]) == 2 for o in objects)  # return_k: 2
+    assert {r["label"] for o in objects for r in o["recResults"]} <= {"aloe", "box"}
