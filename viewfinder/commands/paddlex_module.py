@@ -310,7 +310,7 @@ def predict_mode(run: ModuleRun) -> int:
             failures += 1
             click.echo(f"viewfinder: error: {result['error']}", err=True)
             continue
-        result.print()
+        result.print(json_format=False)  # what PaddleX's main.py predict prints
         result.save_all(run.output)
     return failures
 
