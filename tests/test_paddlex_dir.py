@@ -191,3 +191,75 @@ def test_reparameterized_recognizer_round_trips_through_our_model_dir(folders, t
     first = next(iter(model.predict(str(photos / PHOTO))))["feature"]
     second = next(iter(again.predict(str(photos / PHOTO))))["feature"]
     np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the same folders through pipelines, CLI, service
+def _pipeline_yaml(tmp_path, folder):
+    path = tmp_path / "classify.yaml"
+    path.write_text(
+        "pipeline_name: image_classification\n"
+        "SubModules:\n"
+        "  ImageClassification:\n"
+        "    module_name: image_classification\n"
+        "    model_name: PP-LCNet_x0_25\n"
+        f"    model_dir: {folder}\n"
+        "    batch_size: 1\n"
+        "    topk: 3\n"
+    )
+    return path
+
+
+def _check_categories(ids, scores, name="PP-LCNet_x0_25"):
+    expected = np.asarray(record(name)["paddlex"]["scores"])
+    assert len(ids) == 3 and np.abs(np.asarray(scores) - expected[np.asarray(ids)]).max() <= SCORE_TOLERANCE
+    assert max(scores) >= np.sort(expected)[-1] - SCORE_TOLERANCE  # the best class is PaddleX's best
+
+
+def test_pipeline_yaml_model_dir_and_cli(folders, photos, tmp_path):
+    from click.testing import CliRunner
+
+    from viewfinder import create_pipeline
+    from viewfinder.cli import cli
+
+    path = _pipeline_yaml(tmp_path, folders("PP-LCNet_x0_25"))
+    result = next(iter(create_pipeline(str(path), device="cpu").predict(str(photos / PHOTO))))
+    _check_categories(result["class_ids"], result["scores"])
+    assert all(name.startswith("class_") for name in result["label_names"])  # the folder's label_list
+    out = tmp_path / "out"
+    run = CliRunner().invoke(cli, ["--pipeline", str(path), "--input", str(photos / PHOTO), "--device", "cpu",
+                                   "--save_path", str(out)])
+    assert run.exit_code == 0, run.output
+    saved = json.loads(next(out.glob("*.json")).read_text())
+    saved = saved.get("res", saved)
+    _check_categories(saved["class_ids"], saved["scores"])
+
+
+def test_service_serves_a_paddlex_folder(folders, photos, tmp_path):
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from viewfinder import create_pipeline
+    from viewfinder.serving import ServingConfig, create_app
+
+    pipeline = create_pipeline(str(_pipeline_yaml(tmp_path, folders("PP-LCNet_x0_25"))), device="cpu")
+    image = base64.b64encode((photos / PHOTO).read_bytes()).decode()
+    with TestClient(create_app(pipeline, ServingConfig(index_storage="memory"))) as client:
+        body = client.post("/image-classification", json={"image": image, "visualize": False}).json()
+    assert body["errorCode"] == 0, body
+    categories = body["result"]["categories"]
+    _check_categories([c["id"] for c in categories], [c["score"] for c in categories])
+
+
+def test_shitu_pipeline_on_paddlex_folders(folders, photos):
+    from viewfinder import create_pipeline
+
+    pipeline = create_pipeline("PP-ShiTuV2", device="cpu", config={"SubModules": {
+        "Detection": {"model_dir": str(folders("PP-ShiTuV2_det"))},
+        "Recognition": {"model_dir": str(folders("PP-ShiTuV2_rec")), "batch_size": 4}}})
+    assert (pipeline.detector.model_name, pipeline.recognizer.model_name) == ("PP-ShiTuV2_det", "PP-ShiTuV2_rec")
+    images = [str(photos / name) for name in (PHOTO, "dog.jpg", "coffee.png")]
+    index = pipeline.build_index(images, ["cat", "dog", "coffee"], show_progress=False)
+    result = next(iter(pipeline.predict(str(photos / PHOTO), index=index, det_threshold=0.5, rec_threshold=0.0)))
+    assert len(result["boxes"]) > 1  # the random-weight detector finds boxes; each is recognised
+    assert all(box["labels"] and set(box["labels"]) <= {"cat", "dog", "coffee"} for box in result["boxes"])
