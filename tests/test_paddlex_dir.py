@@ -157,6 +157,11 @@ def test_unsupported_and_unknown_models_are_refused(folders, tmp_path):
     _set_model_name(folder, "NoSuchNet")
     with pytest.raises(ModelNotFoundError):
         _model(folder)
+    text = (folder / "inference.yml").read_text()
+    (folder / "inference.yml").write_text(text.replace("Global:\n  model_name: NoSuchNet\n", ""))
+    with pytest.raises(ConfigError, match="no Global.model_name; pass the model's name"):
+        _model(folder)
+    assert create_model("PP-LCNet_x0_25", model_dir=folder, device="cpu", engine="torch").num_classes == 1000
 
 
 def test_damaged_or_missing_parameter_files_are_refused(folders, tmp_path):

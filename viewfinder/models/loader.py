@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, ViewfinderError, WeightsError
 from .labels import load_labels
 from .model_dir import read_model_dir
-from .paddlex_dir import PaddleXDir, detector_nms, exported_state_dict, is_paddlex_dir, read_paddlex_dir
+from .paddlex_dir import detector_nms, exported_state_dict, is_paddlex_dir, load_exported_weights, read_paddlex_dir
 from .preprocess import PreprocessConfig
 from .registry import ModelSpec, get_spec
 from .weights import load_weights_file, resolve_default_weights
@@ -125,7 +123,7 @@ def load_paddlex_dir(
     Weights: ``weights`` if given, else a training run's ``best_model.pdparams`` beside the
     folder, else the exported ``inference.pdiparams`` (see :mod:`.paddlex_dir`).
     """
-    found = read_paddlex_dir(model_dir)
+    found = read_paddlex_dir(model_dir, model_name)
     if model_name is not None and model_name != found.model_name:
         log.info("model_dir %s holds %s; using it for %s", model_dir, found.model_name, model_name)
     spec = get_spec(found.model_name)
@@ -142,7 +140,7 @@ def load_paddlex_dir(
     else:
         if exported.reparameterized:
             reparameterize(module, spec)
-        _load_exported(module, spec, found, exported)
+        load_exported_weights(module, spec, found, exported)
     postprocess = dict(found.postprocess)
     if spec.task == "mainbody_detection":
         postprocess.update(detector_nms(found))
@@ -156,36 +154,3 @@ def load_paddlex_dir(
         task=spec.task,
         postprocess=postprocess,
     )
-
-
-def _load_exported(module: nn.Module, spec: ModelSpec, found: PaddleXDir, exported: Any) -> None:
-    """Convert the exported dygraph state dict with the spec's converter; refuse any key or shape mismatch."""
-    name = "pdparams_reparameterized" if exported.reparameterized else "pdparams"
-    convert = spec.converters.get(name)
-    if convert is None:
-        raise WeightsError(f"{found.folder}: no PaddleX weight converter exists for {spec.name}")
-    mapped = convert(exported.state)
-    expected = {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
-
-    def origin(key: str) -> str:
-        # the program tensor that became ``key``: converters are per-entry, so convert one at a time
-        for dygraph_key, value in exported.state.items():
-            try:
-                if key in convert({dygraph_key: value}):
-                    return f"tensor {exported.source[dygraph_key]} ({dygraph_key})"
-            except Exception:  # a converter may need its neighbours; keep looking
-                continue
-        return f"the weights for {key}"
-
-    missing = [k for k in expected if k not in mapped]
-    unexpected = [k for k in mapped if k not in expected]
-    if missing or unexpected:
-        first = f"{origin(unexpected[0])} has no place in {spec.name}" if unexpected else f"nothing fills {missing[0]}"
-        raise WeightsError(f"{found.folder}: the weights do not fit {spec.name} ({len(missing)} missing, "
-                           f"{len(unexpected)} unexpected; {first})")
-    for key, target in expected.items():
-        shape = tuple(np.shape(mapped[key]))
-        if shape != tuple(target.shape):
-            raise WeightsError(f"{found.folder}: {origin(key)} has shape {list(shape)}; {spec.name} expects "
-                               f"{list(target.shape)} for {key}")
-    module.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in mapped.items()}, strict=False)

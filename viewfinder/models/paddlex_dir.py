@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn as nn
 
 from ..errors import ConfigError, WeightsError
 from ..io.paddle_params import read_tensor_stream
 from .paddle_program import PaddleProgram, read_program
 from .preprocess import PreprocessConfig
+from .registry import ModelSpec
 
 CONFIG_FILE = "inference.yml"
 PARAMS_FILE = "inference.pdiparams"
@@ -84,8 +87,12 @@ def _checkpoint(inference_folder: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def read_paddlex_dir(path: str | Path) -> PaddleXDir:
-    """Read a PaddleX model folder's ``inference.yml`` (and the program's NMS settings for detectors)."""
+def read_paddlex_dir(path: str | Path, model_name: str | None = None) -> PaddleXDir:
+    """Read a PaddleX model folder's ``inference.yml``.
+
+    ``model_name`` names the model when ``inference.yml`` does not (exports older than
+    PaddleX 3 wrote no ``Global`` section); the file's own name wins otherwise, as in PaddleX.
+    """
     import yaml
 
     folder = find_config(path)
@@ -98,8 +105,10 @@ def read_paddlex_dir(path: str | Path) -> PaddleXDir:
     if not isinstance(config, dict):
         raise ConfigError(f"{folder / CONFIG_FILE}: expected a mapping")
     name = (config.get("Global") or {}).get("model_name") if isinstance(config.get("Global"), dict) else None
+    name = name or model_name
     if not name:
-        raise ConfigError(f"{folder / CONFIG_FILE}: no Global.model_name (PaddleX writes it at export)")
+        raise ConfigError(f"{folder / CONFIG_FILE}: no Global.model_name; pass the model's name: "
+                          f"create_model(NAME, model_dir={str(path)!r})")
     checkpoint = _checkpoint(folder)
     if checkpoint is None and not (folder / PARAMS_FILE).is_file():
         raise WeightsError(f"{folder}: no {PARAMS_FILE} (the folder's weights)")
@@ -346,3 +355,36 @@ def exported_state_dict(found: PaddleXDir) -> ExportedWeights:
         class_key, axis = mapping["classes"]
         num_classes = int(state[class_key].shape[axis])
     return ExportedWeights(state, source, num_classes, bool(mapping.get("reparameterized")))
+
+
+def load_exported_weights(module: nn.Module, spec: ModelSpec, found: PaddleXDir, exported: ExportedWeights) -> None:
+    """Convert the exported dygraph state dict with the spec's converter; refuse any key or shape mismatch."""
+    name = "pdparams_reparameterized" if exported.reparameterized else "pdparams"
+    convert = spec.converters.get(name)
+    if convert is None:
+        raise WeightsError(f"{found.folder}: no PaddleX weight converter exists for {spec.name}")
+    mapped = convert(exported.state)
+    expected = {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+    def origin(key: str) -> str:
+        # the program tensor that became ``key``: converters are per-entry, so convert one at a time
+        for dygraph_key, value in exported.state.items():
+            try:
+                if key in convert({dygraph_key: value}):
+                    return f"tensor {exported.source[dygraph_key]} ({dygraph_key})"
+            except Exception:  # a converter may need its neighbours; keep looking
+                continue
+        return f"the weights for {key}"
+
+    missing = [k for k in expected if k not in mapped]
+    unexpected = [k for k in mapped if k not in expected]
+    if missing or unexpected:
+        first = f"{origin(unexpected[0])} has no place in {spec.name}" if unexpected else f"nothing fills {missing[0]}"
+        raise WeightsError(f"{found.folder}: the weights do not fit {spec.name} ({len(missing)} missing, "
+                           f"{len(unexpected)} unexpected; {first})")
+    for key, target in expected.items():
+        shape = tuple(np.shape(mapped[key]))
+        if shape != tuple(target.shape):
+            raise WeightsError(f"{found.folder}: {origin(key)} has shape {list(shape)}; {spec.name} expects "
+                               f"{list(target.shape)} for {key}")
+    module.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in mapped.items()}, strict=False)
