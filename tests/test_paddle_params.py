@@ -61,3 +61,22 @@ def test_ranked_names_ignore_layer_numbers_from_other_exports():
     later = ["conv2d_40.w_0", "conv2d_52.w_0", "batch_norm2d_7.w_1", "linear_9.b_0", "eager_tmp_11", "conv1_weights"]
     assert list(ranked_names(first).values()) == list(ranked_names(later).values()) == [
         "conv2d#0.w_0", "conv2d#1.w_0", "batch_norm2d#0.w_1", "linear#0.b_0", "eager_tmp#0", "conv1_weights"]
+
+
+def test_every_export_map_fills_its_network_through_the_converter():
+    """Each mapped model (fixture or not): the exported keys, converted, are exactly our network's keys."""
+    import torch
+
+    from viewfinder.models import get_spec
+    from viewfinder.models.paddlex_dir import export_map, export_maps
+
+    for name in export_maps()["models"]:
+        spec, mapping = get_spec(name), export_map(name)
+        with torch.device("meta"):
+            module = spec.builder(num_classes=spec.num_classes, **spec.build_kwargs)
+            if mapping.get("reparameterized"):
+                module.reparameterize()
+        converter = spec.converters["pdparams_reparameterized" if mapping.get("reparameterized") else "pdparams"]
+        state = {key: np.zeros((2, 2), np.float32) for _, key in mapping["params"] if key is not None}
+        expected = {k for k in module.state_dict() if not k.endswith("num_batches_tracked")}
+        assert set(converter(state)) == expected, name
