@@ -24,10 +24,11 @@ def read_model_dir(model_dir: str | Path) -> dict[str, Any]:
         raise WeightsNotFoundError(f"model_dir {folder} does not exist or is not a folder")
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
-        if (folder / "inference.yml").is_file() or (folder / "inference.pdiparams").is_file():
+        if (folder / "inference.pdiparams").is_file():
             raise ConfigError(
-                f"{folder} is a PaddleX inference-model folder; viewfinder cannot run Paddle graphs. "
-                "Pass the training weights instead: create_model(NAME, weights='model.pdparams')"
+                f"{folder} looks like a PaddleX inference-model folder but has no inference.yml (it names the "
+                "model and its preprocessing); copy the folder whole, or pass the weights: "
+                "create_model(NAME, weights='model.pdparams')"
             )
         raise ConfigError(f"{folder}: missing {CONFIG_FILE} (expected a folder written by viewfinder export)")
     try:
@@ -61,5 +62,7 @@ def write_model_dir(predictor: Any, model_dir: str | Path, module: Any = None) -
         "labels": list(predictor.labels) if predictor.labels else None,
         "postprocess": {k: v for k, v in predictor.params.items() if isinstance(v, (int, float, str, list))},
     }
+    if getattr(network, "reparameterized", False):  # fused branches: the loader folds the fresh network first
+        config["reparameterized"] = True
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return folder

@@ -174,9 +174,11 @@ def _cv2_resize(rgb: np.ndarray | Image.Image, size: tuple[int, int], crop: int 
     (aliasing). JPEGs rarely get there: they are decoded with ``draft()`` to less than twice
     the size needed.
     """
-    borrowed = borrow_rgbx(rgb) if isinstance(rgb, Image.Image) else None
     # A decoded Pillow image is resized from its own memory (RGB + pad byte; channels are
-    # resized independently, so the pad is dropped afterwards): no 3-byte copy first.
+    # resized independently, so the pad is dropped afterwards): no 3-byte copy first. Not for
+    # bicubic: OpenCV's 4-channel cubic kernel rounds a few pixels one level off its 3-channel
+    # one, which PaddleX runs (PP-ShiTuV2_det); bilinear, area, nearest and Lanczos agree.
+    borrowed = borrow_rgbx(rgb) if isinstance(rgb, Image.Image) and interpolation != "bicubic" else None
     pixels = borrowed[0] if borrowed is not None else np.asarray(rgb)
     height, width = pixels.shape[:2]
     new_w, new_h = size

@@ -63,6 +63,8 @@ class ShiTuRecNet(nn.Module):
         self.embedding_size = embedding_size
         self.backbone = build_lcnetv2_shitu_trunk(embedding_size)
         self.neck = nn.BatchNorm1d(embedding_size, eps=1e-5)
+        #: folded by :meth:`reparameterize` (its state_dict keys differ: saved model dirs record it)
+        self.reparameterized = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(self.backbone(x) * self.INFER_DROPOUT_SCALE)
@@ -72,6 +74,7 @@ class ShiTuRecNet(nn.Module):
         for module in self.modules():
             if isinstance(module, RepDepthwiseSeparable):
                 module.reparameterize()
+        self.reparameterized = True
 
 
 def build_shitu_rec(num_classes: int = 512, **_: object) -> ShiTuRecNet:

@@ -41,21 +41,27 @@ def _paddlex_weights(name: str) -> tuple[WeightSource, ...]:
 
 # --- .pdparams converters ---------------------------------------------------------------
 
+_SHITU_REC_RENAMES = (
+    (r"\.se\.conv1\.", ".se.fc1."),  # timm.layers.SqueezeExcite
+    (r"\.se\.conv2\.", ".se.fc2."),
+    (r"\.pw_conv_1\.", ".pw_conv.0."),
+    (r"\.pw_conv_2\.", ".pw_conv.1."),
+    (r"^backbone\.last_conv\.", "backbone.conv_head."),
+    (r"^neck\.feat_bn\.", "neck."),
+)
+
 #: PaddleClas PPLCNetV2_base_ShiTu + BNNeck -> ShiTuRecNet (timm LCNetV2 names)
 shitu_rec_from_pdparams = make_converter(
-    renames=(
-        (r"\.se\.conv1\.", ".se.fc1."),  # timm.layers.SqueezeExcite
-        (r"\.se\.conv2\.", ".se.fc2."),
-        (r"\.pw_conv_1\.", ".pw_conv.0."),
-        (r"\.pw_conv_2\.", ".pw_conv.1."),
-        (r"^backbone\.last_conv\.", "backbone.conv_head."),
-        (r"^neck\.feat_bn\.", "neck."),
-    ),
+    renames=_SHITU_REC_RENAMES,
     drop=(
         r"^head\.",  # the training classifier (192,612 classes officially)
         r"\.dw_conv\.(weight|bias)$",  # the un-trained fused conv of re-parameterisable blocks
     ),
 )
+
+#: the same after PaddleClas's export re-parameterised it (each block's branches fused into
+#: ``dw_conv``, which is what a PaddleX inference folder holds) -> ShiTuRecNet.reparameterize()d
+shitu_rec_from_reparameterized = make_converter(renames=_SHITU_REC_RENAMES, drop=(r"^head\.",))
 
 #: PaddleDetection PicoDet (LCNet, CSPPAN, PicoHead) -> nets.picodet.PicoDet
 picodet_from_pdparams = make_converter(
@@ -84,7 +90,8 @@ register(
         param_count=4622848,
         arch="PPLCNetV2_base_ShiTu + BNNeck (timm lcnetv2_base)",
         defaults={},
-        converters={"pdparams": shitu_rec_from_pdparams},
+        converters={"pdparams": shitu_rec_from_pdparams,
+                    "pdparams_reparameterized": shitu_rec_from_reparameterized},
     )
 )
 
