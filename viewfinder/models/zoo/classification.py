@@ -10,6 +10,7 @@ from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .converters import torchvision_mobilenet_v2_to_timm
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
+from .paddle_modern import starnet_from_paddle
 from .timm_builders import generator_builder, timm_builder
 
 # PaddleClas's inference configs resize bilinear models with OpenCV and bicubic ones
@@ -213,7 +214,8 @@ _plain("ResNet200_vd", "resnet200d", large=True)
 for _v in ("T0", "T1", "T2", "S", "M", "L"):
     _plain(f"FasterNet-{_v}", f"fasternet_{_v.lower()}", large=_v in ("M", "L"))
 for _v in ("S1", "S3", "S4"):
-    _plain(f"StarNet-{_v}", f"starnet_{_v.lower()}")
+    _add(f"StarNet-{_v}", timm_builder(f"starnet_{_v.lower()}"), f"starnet_{_v.lower()}",
+         sources=_timm(f"starnet_{_v.lower()}"), converters={"pdparams": starnet_from_paddle})
 
 # --- ConvNeXt / Swin / CLIP ViT --------------------------------------------------------
 _plain("ConvNeXt_tiny", "convnext_tiny", IMAGENET_224_BICUBIC)
