@@ -10,7 +10,7 @@ from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .converters import torchvision_mobilenet_v2_to_timm
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
-from .paddle_modern import starnet_from_paddle
+from .paddle_modern import fasternet_from_paddle, starnet_from_paddle
 from .timm_builders import generator_builder, timm_builder
 
 # PaddleClas's inference configs resize bilinear models with OpenCV and bicubic ones
@@ -212,7 +212,9 @@ _plain("ResNet200_vd", "resnet200d", large=True)
 
 # --- FasterNet / StarNet ---------------------------------------------------------------
 for _v in ("T0", "T1", "T2", "S", "M", "L"):
-    _plain(f"FasterNet-{_v}", f"fasternet_{_v.lower()}", large=_v in ("M", "L"))
+    _add(f"FasterNet-{_v}", timm_builder(f"fasternet_{_v.lower()}"), f"fasternet_{_v.lower()}",
+         sources=_timm(f"fasternet_{_v.lower()}"), large=_v in ("M", "L"),
+         converters={"pdparams": fasternet_from_paddle})
 for _v in ("S1", "S3", "S4"):
     _add(f"StarNet-{_v}", timm_builder(f"starnet_{_v.lower()}"), f"starnet_{_v.lower()}",
          sources=_timm(f"starnet_{_v.lower()}"), converters={"pdparams": starnet_from_paddle})

@@ -8,10 +8,28 @@ outputs) at a relative error <= 1e-4. The generic steps (BatchNorm statistics, P
 """
 from __future__ import annotations
 
-from typing import Any
+import re
+
 
 from .paddle_converters import BN_RENAMES, Converter, make_converter
 
 # --- StarNet: timm's ``starnet_*`` is PaddleClas's network, names included --------------------
 
 starnet_from_paddle: Converter = make_converter(renames=BN_RENAMES, linear=(r"^head\.weight$",))
+
+
+# --- FasterNet: PaddleClas interleaves stages and merges, timm merges at a stage's start ------
+
+def _fasternet_stage(match: re.Match[str]) -> str:
+    index = int(match.group(1))
+    return f"stages.{index // 2}." if index % 2 == 0 else f"stages.{(index + 1) // 2}.downsample."
+
+
+fasternet_from_paddle: Converter = make_converter(
+    renames=(
+        (r"^stages\.(\d+)\.", _fasternet_stage),
+        (r"^avgpool_pre_head\.1\.", "conv_head."),
+        (r"^head\.", "classifier."),
+    ),
+    linear=(r"^classifier\.weight$",),
+)
