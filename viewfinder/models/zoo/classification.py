@@ -10,7 +10,7 @@ from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .converters import torchvision_mobilenet_v2_to_timm
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
-from .paddle_modern import fasternet_from_paddle, starnet_from_paddle
+from .paddle_modern import convnext_from_paddle, fasternet_from_paddle, starnet_from_paddle
 from .timm_builders import generator_builder, timm_builder
 
 # PaddleClas's inference configs resize bilinear models with OpenCV and bicubic ones
@@ -220,12 +220,16 @@ for _v in ("S1", "S3", "S4"):
          sources=_timm(f"starnet_{_v.lower()}"), converters={"pdparams": starnet_from_paddle})
 
 # --- ConvNeXt / Swin / CLIP ViT --------------------------------------------------------
-_plain("ConvNeXt_tiny", "convnext_tiny", IMAGENET_224_BICUBIC)
-_plain("ConvNeXt_small", "convnext_small", IMAGENET_224_BICUBIC, large=True)
-_plain("ConvNeXt_base_224", "convnext_base", IMAGENET_224_BICUBIC, large=True)
-_plain("ConvNeXt_base_384", "convnext_base", IMAGENET_384, large=True, tag="fb_in22k_ft_in1k_384")
-_plain("ConvNeXt_large_224", "convnext_large", IMAGENET_224_BICUBIC, large=True)
-_plain("ConvNeXt_large_384", "convnext_large", IMAGENET_384, large=True, tag="fb_in22k_ft_in1k_384")
+for _name, _arch, _pre, _tag in (
+    ("ConvNeXt_tiny", "convnext_tiny", IMAGENET_224_BICUBIC, None),
+    ("ConvNeXt_small", "convnext_small", IMAGENET_224_BICUBIC, None),
+    ("ConvNeXt_base_224", "convnext_base", IMAGENET_224_BICUBIC, None),
+    ("ConvNeXt_base_384", "convnext_base", IMAGENET_384, "fb_in22k_ft_in1k_384"),
+    ("ConvNeXt_large_224", "convnext_large", IMAGENET_224_BICUBIC, None),
+    ("ConvNeXt_large_384", "convnext_large", IMAGENET_384, "fb_in22k_ft_in1k_384"),
+):
+    _add(_name, timm_builder(_arch), _arch, _pre, _timm(_arch, _tag), large=_name != "ConvNeXt_tiny",
+         converters={"pdparams": convnext_from_paddle})
 for _v in ("tiny", "small", "base", "large"):
     _plain(f"SwinTransformer_{_v}_patch4_window7_224", f"swin_{_v}_patch4_window7_224",
            IMAGENET_224_BICUBIC, large=_v != "tiny")

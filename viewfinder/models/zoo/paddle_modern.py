@@ -33,3 +33,19 @@ fasternet_from_paddle: Converter = make_converter(
     ),
     linear=(r"^classifier\.weight$",),
 )
+
+
+# --- ConvNeXt: timm's ``convnext_*`` (Linear pointwise convs, LayerNorm eps 1e-6 as Paddle) ---
+
+convnext_from_paddle: Converter = make_converter(
+    renames=(
+        (r"^downsample_layers\.0\.", "stem."),
+        (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
+        (r"^stages\.(\d+)\.(\d+)\.dwconv\.", r"stages.\1.blocks.\2.conv_dw."),
+        (r"^stages\.(\d+)\.(\d+)\.pwconv(\d)\.", r"stages.\1.blocks.\2.mlp.fc\3."),
+        (r"^stages\.(\d+)\.(\d+)\.(norm|gamma)", r"stages.\1.blocks.\2.\3"),
+        (r"^norm\.", "head.norm."),
+        (r"^head\.(weight|bias)$", r"head.fc.\1"),
+    ),
+    linear=(r"\.mlp\.fc\d\.weight$", r"^head\.fc\.weight$"),
+)
