@@ -10,7 +10,12 @@ from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .converters import torchvision_mobilenet_v2_to_timm
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
-from .paddle_modern import convnext_from_paddle, fasternet_from_paddle, starnet_from_paddle
+from .paddle_modern import (
+    convnext_from_paddle,
+    fasternet_from_paddle,
+    mobilenet_v4_from_paddle,
+    starnet_from_paddle,
+)
 from .timm_builders import generator_builder, timm_builder
 
 # PaddleClas's inference configs resize bilinear models with OpenCV and bicubic ones
@@ -198,11 +203,10 @@ for _size in ("large", "small"):
         else:
             _width(_name, "mobilenetv3", "_gen_mobilenet_v3", _variant, _mult)
 
-_plain("MobileNetV4_conv_small", "mobilenetv4_conv_small")
-_plain("MobileNetV4_conv_medium", "mobilenetv4_conv_medium")
-_plain("MobileNetV4_conv_large", "mobilenetv4_conv_large", large=True)
-_plain("MobileNetV4_hybrid_medium", "mobilenetv4_hybrid_medium")
-_plain("MobileNetV4_hybrid_large", "mobilenetv4_hybrid_large", large=True)
+for _v in ("conv_small", "conv_medium", "conv_large", "hybrid_medium", "hybrid_large"):
+    _add(f"MobileNetV4_{_v}", timm_builder(f"mobilenetv4_{_v}"), f"mobilenetv4_{_v}",
+         sources=_timm(f"mobilenetv4_{_v}"), large=_v.endswith("large"),
+         converters={"pdparams": mobilenet_v4_from_paddle(_v)})
 
 # --- ResNet / ResNet_vd (timm's "d" variant: deep stem + average-pool downsample) ------
 for _depth in (18, 34, 50, 101, 152):

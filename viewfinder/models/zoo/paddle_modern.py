@@ -9,9 +9,11 @@ outputs) at a relative error <= 1e-4. The generic steps (BatchNorm statistics, P
 from __future__ import annotations
 
 import re
+from typing import Any
 
+import numpy as np
 
-from .paddle_converters import BN_RENAMES, Converter, make_converter
+from .paddle_converters import BN_RENAMES, Converter, as_array, block_index_map, make_converter
 
 # --- StarNet: timm's ``starnet_*`` is PaddleClas's network, names included --------------------
 
@@ -49,3 +51,63 @@ convnext_from_paddle: Converter = make_converter(
     ),
     linear=(r"\.mlp\.fc\d\.weight$", r"^head\.fc\.weight$"),
 )
+
+
+# --- MobileNetV4: timm's ``mobilenetv4_*`` groups PaddleClas's flat block list into stages ----
+
+#: blocks per timm stage (PaddleClas numbers the same blocks 0..N-1 in one list)
+MOBILENET_V4_DEPTHS: dict[str, tuple[int, ...]] = {
+    "conv_small": (2, 2, 6, 6, 1),
+    "conv_medium": (1, 2, 8, 11, 1),
+    "conv_large": (1, 2, 11, 13, 1),
+    "hybrid_medium": (1, 2, 12, 16, 1),
+    "hybrid_large": (1, 2, 15, 18, 1),
+}
+_MNV4_PARTS = (
+    # ConvBnAct ("cn") and EdgeResidual ("er") blocks
+    (r"^(blocks\.\d+\.\d+)\.bn\.", r"\1.bn1."),
+    (r"^(blocks\.\d+\.\d+)\.conv_exp\.conv\.", r"\1.conv_exp."),
+    (r"^(blocks\.\d+\.\d+)\.conv_exp\.bn\.", r"\1.bn1."),
+    (r"^(blocks\.\d+\.\d+)\.conv_pwl\.conv\.", r"\1.conv_pwl."),
+    (r"^(blocks\.\d+\.\d+)\.conv_pwl\.bn\.", r"\1.bn2."),
+    # MobileAttention ("mqa") blocks
+    (r"^(blocks\.\d+\.\d+)\.query_proj\.", r"\1.attn.query.proj."),
+    (r"^(blocks\.\d+\.\d+)\.(key|value)_down_proj\.conv\.", r"\1.attn.\2.down_conv."),
+    (r"^(blocks\.\d+\.\d+)\.(key|value)_down_proj\.bn\.", r"\1.attn.\2.norm."),
+    (r"^(blocks\.\d+\.\d+)\.(key|value)_proj\.", r"\1.attn.\2.proj."),
+    (r"^(blocks\.\d+\.\d+)\.proj\.", r"\1.attn.output.proj."),
+    # stem and head
+    (r"^conv_stem\.conv\.", "conv_stem."),
+    (r"^conv_stem\.bn\.", "bn1."),
+    (r"^conv_head\.conv\.", "conv_head."),
+    (r"^conv_head\.bn\.", "norm_head."),
+)
+
+
+def mobilenet_v4_from_paddle(variant: str) -> Converter:
+    """PaddleClas ``MobileNetV4_<variant>`` -> timm ``mobilenetv4_<variant>``.
+
+    PaddleClas's MobileAttention scales the attention logits by ``query_dim ** -0.5``
+    (all heads together: 1 / sqrt(heads * key_dim)), timm by ``key_dim ** -0.5``; the
+    query projection is linear and bias-free, so the ratio ``1 / sqrt(heads)`` is folded
+    into its weight.
+    """
+    positions = block_index_map((sum(MOBILENET_V4_DEPTHS[variant]),), MOBILENET_V4_DEPTHS[variant])
+
+    def block(match: re.Match[str]) -> str:
+        stage, index = positions.get((0, int(match.group(1))), (-1, int(match.group(1))))
+        return f"blocks.{stage}.{index}."
+
+    renamed = make_converter(renames=((r"^blocks\.(\d+)\.", block), *_MNV4_PARTS), linear=(r"^classifier\.weight$",))
+
+    def convert(state: dict[str, Any]) -> dict[str, Any]:
+        out = renamed(state)
+        for key in [k for k in out if k.endswith(".attn.query.proj.weight")]:
+            prefix = key[: -len("query.proj.weight")]
+            key_proj = out.get(prefix + "key.proj.weight")
+            if key_proj is not None:
+                heads = as_array(out[key]).shape[0] // as_array(key_proj).shape[0]
+                out[key] = as_array(out[key]) * np.float32(heads ** -0.5)
+        return out
+
+    return convert
