@@ -15,6 +15,7 @@ from .paddle_modern import (
     fasternet_from_paddle,
     mobilenet_v4_from_paddle,
     starnet_from_paddle,
+    swin_from_paddle,
 )
 from .timm_builders import generator_builder, timm_builder
 
@@ -232,12 +233,15 @@ for _name, _arch, _pre, _tag in (
     ("ConvNeXt_large_224", "convnext_large", IMAGENET_224_BICUBIC, None),
     ("ConvNeXt_large_384", "convnext_large", IMAGENET_384, "fb_in22k_ft_in1k_384"),
 ):
-    _add(_name, timm_builder(_arch), _arch, _pre, _timm(_arch, _tag), large=_name != "ConvNeXt_tiny",
+    _add(_name, timm_builder(_arch, always_partition=True), _arch, _pre, _timm(_arch, _tag), large=_name != "ConvNeXt_tiny",
          converters={"pdparams": convnext_from_paddle})
-for _v in ("tiny", "small", "base", "large"):
-    _plain(f"SwinTransformer_{_v}_patch4_window7_224", f"swin_{_v}_patch4_window7_224",
-           IMAGENET_224_BICUBIC, large=_v != "tiny")
-for _v in ("base", "large"):
-    _plain(f"SwinTransformer_{_v}_patch4_window12_384", f"swin_{_v}_patch4_window12_384", IMAGENET_384, large=True)
+# PaddleClas's Swin shifts the last stage's single window too (timm's always_partition);
+# timm's published weights were trained without that shift, hence no timm source.
+for _v, _window, _size in (("tiny", 7, 224), ("small", 7, 224), ("base", 7, 224), ("large", 7, 224),
+                           ("base", 12, 384), ("large", 12, 384)):
+    _arch = f"swin_{_v}_patch4_window{_window}_{_size}"
+    _add(f"SwinTransformer_{_v}_patch4_window{_window}_{_size}", timm_builder(_arch, always_partition=True),
+         f"{_arch} (always_partition)", IMAGENET_224_BICUBIC if _size == 224 else IMAGENET_384,
+         large=_v != "tiny", converters={"pdparams": swin_from_paddle})
 _plain("CLIP_vit_base_patch16_224", "vit_base_patch16_clip_224", CLIP_224, large=True, tag="openai_ft_in1k")
 _plain("CLIP_vit_large_patch14_224", "vit_large_patch14_clip_224", CLIP_224, large=True, tag="openai_ft_in1k")

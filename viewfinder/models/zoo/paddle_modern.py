@@ -111,3 +111,26 @@ def mobilenet_v4_from_paddle(variant: str) -> Converter:
         return out
 
     return convert
+
+
+# --- SwinTransformer: timm's ``swin_*`` with ``always_partition=True`` --------------------------
+# PaddleClas's blocks shift every second window even where the feature map is no larger
+# than a window (the last stage: 7x7 at 224 px with window 7, 12x12 at 384 px with window
+# 12), splitting that one window into four masked regions; Microsoft's Swin and timm's
+# default skip the shift there. timm's ``always_partition`` keeps it, as PaddleClas does.
+# PaddleClas merges patches at the end of a stage (timm: at the start of the next one),
+# in the same x0, x1, x2, x3 channel order as timm.
+
+def _swin_downsample(match: re.Match[str]) -> str:
+    return f"layers.{int(match.group(1)) + 1}.downsample."
+
+
+swin_from_paddle: Converter = make_converter(
+    renames=(
+        (r"^layers\.(\d+)\.downsample\.", _swin_downsample),
+        (r"^head\.(weight|bias)$", r"head.fc.\1"),
+    ),
+    drop=(r"\.attn\.relative_position_index$", r"\.attn\.relative_position_bias$"),
+    linear=(r"\.attn\.(qkv|proj)\.weight$", r"\.mlp\.fc\d\.weight$", r"\.downsample\.reduction\.weight$",
+            r"^head\.fc\.weight$"),
+)
