@@ -6,11 +6,14 @@ network with the 1000-class head; ``tests/test_zoo.py`` rebuilds every model and
 """
 from __future__ import annotations
 
+from ..nets.paddle_clip import clip_first_token_classifier_builder
 from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .converters import torchvision_mobilenet_v2_to_timm
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
 from .paddle_modern import (
+    clip_vit_first_token_from_paddle,
+    clip_vit_from_paddle,
     convnext_from_paddle,
     fasternet_from_paddle,
     mobilenet_v4_from_paddle,
@@ -233,7 +236,7 @@ for _name, _arch, _pre, _tag in (
     ("ConvNeXt_large_224", "convnext_large", IMAGENET_224_BICUBIC, None),
     ("ConvNeXt_large_384", "convnext_large", IMAGENET_384, "fb_in22k_ft_in1k_384"),
 ):
-    _add(_name, timm_builder(_arch, always_partition=True), _arch, _pre, _timm(_arch, _tag), large=_name != "ConvNeXt_tiny",
+    _add(_name, timm_builder(_arch), _arch, _pre, _timm(_arch, _tag), large=_name != "ConvNeXt_tiny",
          converters={"pdparams": convnext_from_paddle})
 # PaddleClas's Swin shifts the last stage's single window too (timm's always_partition);
 # timm's published weights were trained without that shift, hence no timm source.
@@ -243,5 +246,10 @@ for _v, _window, _size in (("tiny", 7, 224), ("small", 7, 224), ("base", 7, 224)
     _add(f"SwinTransformer_{_v}_patch4_window{_window}_{_size}", timm_builder(_arch, always_partition=True),
          f"{_arch} (always_partition)", IMAGENET_224_BICUBIC if _size == 224 else IMAGENET_384,
          large=_v != "tiny", converters={"pdparams": swin_from_paddle})
-_plain("CLIP_vit_base_patch16_224", "vit_base_patch16_clip_224", CLIP_224, large=True, tag="openai_ft_in1k")
-_plain("CLIP_vit_large_patch14_224", "vit_large_patch14_clip_224", CLIP_224, large=True, tag="openai_ft_in1k")
+# PaddleClas's ViT-B/16 classifier reads the first patch token, not the class token
+# (see nets/paddle_clip.py): timm's published weights do not fit it, hence no timm source.
+_add("CLIP_vit_base_patch16_224", clip_first_token_classifier_builder("vit_base_patch16_clip_224"),
+     "vit_base_patch16_clip_224 (first patch token)", CLIP_224, large=True,
+     converters={"pdparams": clip_vit_first_token_from_paddle})
+_add("CLIP_vit_large_patch14_224", timm_builder("vit_large_patch14_clip_224"), "vit_large_patch14_clip_224", CLIP_224,
+     _timm("vit_large_patch14_clip_224", "openai_ft_in1k"), large=True, converters={"pdparams": clip_vit_from_paddle})

@@ -13,7 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from .paddle_converters import BN_RENAMES, Converter, as_array, block_index_map, make_converter
+from .paddle_converters import (
+    BN_RENAMES,
+    Converter,
+    add_prefix,
+    as_array,
+    block_index_map,
+    copy_entry,
+    copy_linear,
+    linear_to_torch,
+    make_converter,
+    take_prefix,
+)
 
 # --- StarNet: timm's ``starnet_*`` is PaddleClas's network, names included --------------------
 
@@ -134,3 +145,58 @@ swin_from_paddle: Converter = make_converter(
     linear=(r"\.attn\.(qkv|proj)\.weight$", r"\.mlp\.fc\d\.weight$", r"\.downsample\.reduction\.weight$",
             r"^head\.fc\.weight$"),
 )
+
+
+# --- CLIP ViT (PaddleClas foundation_vit) -> timm ``vit_*_clip_*`` names ------------------------
+
+_CLIP_LINEARS = re.compile(r"^blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.weight$")
+
+
+def clip_vit_body(state: dict[str, Any]) -> dict[str, Any]:
+    """A PaddleClas CLIP ViT's entries (prefix removed) -> timm ViT names, without ``proj`` and ``head``.
+
+    ``ln_pre`` is timm's ``norm_pre``; Linear weights are transposed. CLIP's ``proj``
+    only runs when the head is the identity (the PP-ShiTuV2 embedding), which the
+    callers handle.
+    """
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if key == "proj" or key.startswith("head."):
+            continue
+        array = as_array(value)
+        if _CLIP_LINEARS.match(key):
+            array = linear_to_torch(array)
+        out["norm_pre." + key[len("ln_pre."):] if key.startswith("ln_pre.") else key] = array
+    return out
+
+
+def clip_vit_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
+    """PaddleClas ``CLIP_vit_large_patch14_224`` (class-token classifier) -> timm ``vit_large_patch14_clip_224``."""
+    out = clip_vit_body(state)
+    copy_linear(state, "head.fc_head", "head", out)
+    return out
+
+
+def clip_vit_first_token_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
+    """PaddleClas ``CLIP_vit_base_patch16_224`` -> :class:`~viewfinder.models.nets.paddle_clip.ClipFirstTokenClassifier`."""
+    out = add_prefix(clip_vit_body(state), "backbone.vit")
+    copy_linear(state, "head.fc_head", "head", out)
+    return out
+
+
+def clip_feature_from_paddle(state: dict[str, Any]) -> dict[str, Any]:
+    """PaddleX ``PP-ShiTuV2_rec_CLIP_vit_*`` (RecModel: CLIP backbone, ``FC`` neck) -> ``ClipFeatureNet``.
+
+    CLIP's bias-free ``proj`` ([C, 512]) and the neck's ``fc`` ([512, 512] + bias) act
+    one after the other on the token mean, so they become one ``Linear``:
+    ``W = proj @ fc.weight`` (Paddle's [in, out] layout), bias ``fc.bias``. The
+    training head (``ArcMargin``) is dropped.
+    """
+    backbone = take_prefix(state, "backbone")
+    out = add_prefix(clip_vit_body(backbone), "backbone")
+    if "proj" in backbone and "neck.fc.weight" in state:
+        proj = as_array(backbone["proj"]).astype(np.float64)
+        fc = as_array(state["neck.fc.weight"]).astype(np.float64)
+        out["proj.weight"] = linear_to_torch((proj @ fc).astype(np.float32))
+    copy_entry(state, "neck.fc.bias", out, "proj.bias")
+    return out
