@@ -6,8 +6,8 @@ and ``mainbody_detection`` tasks. Official PaddleX weights are the default sourc
 """
 from __future__ import annotations
 
-from ..nets.paddle_clip import clip_feature_builder
 from ..nets.lcnetv2_shitu import build_shitu_rec
+from ..nets.paddle_clip import clip_feature_builder
 from ..nets.picodet import build_picodet
 from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
