@@ -78,7 +78,7 @@ def test_param_counts_and_shapes(name):
 def test_offline_without_cached_weights_names_the_file(tmp_home):
     with pytest.raises(WeightsNotFoundError, match="PP-ShiTuV2_rec_pretrained.pdparams"):
         create_model("PP-ShiTuV2_rec")
-    with pytest.raises(WeightsNotFoundError, match="no pretrained weights are known"):
+    with pytest.raises(WeightsNotFoundError, match="PP-ShiTuV2_rec_CLIP_vit_base_pretrained.pdparams"):
         create_model("PP-ShiTuV2_rec_CLIP_vit_base")
 
 

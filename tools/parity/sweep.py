@@ -8,7 +8,9 @@ entry list, seed, calibrated BatchNorm statistics and Paddle's outputs. This reb
 Paddle's state dict, writes it as a ``.pdparams`` file and loads it the way a user would
 (``create_model(name, weights=FILE)``: the spec's converter, strict key check), runs the
 fixture's input through the network alone (``predictor.raw``) and reports the largest
-difference relative to the largest output, which must be <= 1e-4.
+difference relative to the largest output, which must be <= 1e-4. Where a fixture holds a
+float64 reference (an ill-conditioned network, ``make_fixtures.py --float64``), the network
+also runs in float64 and that comparison decides; the float32 one is printed beside it.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seeded import load_fixture  # noqa: E402
@@ -28,6 +31,8 @@ from seeded import load_fixture  # noqa: E402
 TOLERANCE = 1e-4
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FIXTURES = ROOT / "tests" / "fixtures" / "parity"
+#: Paddle's float64 outputs, stored for ill-conditioned networks (make_fixtures.py --float64)
+FLOAT64_OUTPUTS = "outputs_float64.npz"
 #: which Paddle output our network's raw output corresponds to, where there are several
 COMPARED_OUTPUT = ("features", "output")
 
@@ -61,8 +66,25 @@ def check(folder: Path) -> dict:
         ours = predictor.raw(x)
     spec = get_spec(name)
     sources = ", ".join(s.kind if s.kind != "url" else f"{s.format} url" for s in spec.weight_sources) or "none"
-    return {"name": name, "arch": spec.arch, "params": spec.param_count, "error": relative_error(ours, ref),
-            "sources": sources}
+    row = {"name": name, "arch": spec.arch, "params": spec.param_count, "error": relative_error(ours, ref),
+           "sources": sources}
+    if (folder / FLOAT64_OUTPUTS).is_file():
+        # an ill-conditioned network (make_fixtures.add_float64_outputs): judge float64 against float64
+        with np.load(folder / FLOAT64_OUTPUTS) as saved:
+            _, ref64 = compared_output({key: saved[key] for key in saved.files})
+        module = predictor.engine.module.double()
+        with torch.inference_mode():
+            ours64 = module(torch.from_numpy(x.astype(np.float64)))
+        row["error_float32"] = row["error"]
+        row["error"] = relative_error(ours64.numpy(), ref64)
+    return row
+
+
+def float32_note(row: dict) -> str:
+    """Where the float64 comparison decided: the float32 one beside it."""
+    if "error_float32" not in row:
+        return ""
+    return f"  float64 vs float64; float32 vs Paddle float32: {row['error_float32']:.2e}"
 
 
 def main() -> None:
@@ -89,7 +111,8 @@ def main() -> None:
         rows.append(row)
         params = f"{row['params']:,}" if row["params"] else "?"
         print(f"{row['name']:45s} {params:>12s} {row['error']:11.2e}  {row['result']:6s}  {row['sources']}"
-              f"  ({time.perf_counter() - started:.1f} s){'  ' + row['failure'] if 'failure' in row else ''}",
+              f"  ({time.perf_counter() - started:.1f} s){'  ' + row['failure'] if 'failure' in row else ''}"
+              f"{float32_note(row)}",
               flush=True)
     print(f"{len(rows) - failures}/{len(rows)} within {TOLERANCE:g}")
     if args.markdown:

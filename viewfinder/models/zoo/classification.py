@@ -6,10 +6,20 @@ network with the 1000-class head; ``tests/test_zoo.py`` rebuilds every model and
 """
 from __future__ import annotations
 
+from ..nets.paddle_clip import clip_first_token_classifier_builder
 from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .converters import torchvision_mobilenet_v2_to_timm
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
+from .paddle_modern import (
+    clip_vit_first_token_from_paddle,
+    clip_vit_from_paddle,
+    convnext_from_paddle,
+    fasternet_from_paddle,
+    mobilenet_v4_from_paddle,
+    starnet_from_paddle,
+    swin_from_paddle,
+)
 from .timm_builders import generator_builder, timm_builder
 
 # PaddleClas's inference configs resize bilinear models with OpenCV and bicubic ones
@@ -197,11 +207,10 @@ for _size in ("large", "small"):
         else:
             _width(_name, "mobilenetv3", "_gen_mobilenet_v3", _variant, _mult)
 
-_plain("MobileNetV4_conv_small", "mobilenetv4_conv_small")
-_plain("MobileNetV4_conv_medium", "mobilenetv4_conv_medium")
-_plain("MobileNetV4_conv_large", "mobilenetv4_conv_large", large=True)
-_plain("MobileNetV4_hybrid_medium", "mobilenetv4_hybrid_medium")
-_plain("MobileNetV4_hybrid_large", "mobilenetv4_hybrid_large", large=True)
+for _v in ("conv_small", "conv_medium", "conv_large", "hybrid_medium", "hybrid_large"):
+    _add(f"MobileNetV4_{_v}", timm_builder(f"mobilenetv4_{_v}"), f"mobilenetv4_{_v}",
+         sources=_timm(f"mobilenetv4_{_v}"), large=_v.endswith("large"),
+         converters={"pdparams": mobilenet_v4_from_paddle(_v)})
 
 # --- ResNet / ResNet_vd (timm's "d" variant: deep stem + average-pool downsample) ------
 for _depth in (18, 34, 50, 101, 152):
@@ -211,21 +220,36 @@ _plain("ResNet200_vd", "resnet200d", large=True)
 
 # --- FasterNet / StarNet ---------------------------------------------------------------
 for _v in ("T0", "T1", "T2", "S", "M", "L"):
-    _plain(f"FasterNet-{_v}", f"fasternet_{_v.lower()}", large=_v in ("M", "L"))
+    _add(f"FasterNet-{_v}", timm_builder(f"fasternet_{_v.lower()}"), f"fasternet_{_v.lower()}",
+         sources=_timm(f"fasternet_{_v.lower()}"), large=_v in ("M", "L"),
+         converters={"pdparams": fasternet_from_paddle})
 for _v in ("S1", "S3", "S4"):
-    _plain(f"StarNet-{_v}", f"starnet_{_v.lower()}")
+    _add(f"StarNet-{_v}", timm_builder(f"starnet_{_v.lower()}"), f"starnet_{_v.lower()}",
+         sources=_timm(f"starnet_{_v.lower()}"), converters={"pdparams": starnet_from_paddle})
 
 # --- ConvNeXt / Swin / CLIP ViT --------------------------------------------------------
-_plain("ConvNeXt_tiny", "convnext_tiny", IMAGENET_224_BICUBIC)
-_plain("ConvNeXt_small", "convnext_small", IMAGENET_224_BICUBIC, large=True)
-_plain("ConvNeXt_base_224", "convnext_base", IMAGENET_224_BICUBIC, large=True)
-_plain("ConvNeXt_base_384", "convnext_base", IMAGENET_384, large=True, tag="fb_in22k_ft_in1k_384")
-_plain("ConvNeXt_large_224", "convnext_large", IMAGENET_224_BICUBIC, large=True)
-_plain("ConvNeXt_large_384", "convnext_large", IMAGENET_384, large=True, tag="fb_in22k_ft_in1k_384")
-for _v in ("tiny", "small", "base", "large"):
-    _plain(f"SwinTransformer_{_v}_patch4_window7_224", f"swin_{_v}_patch4_window7_224",
-           IMAGENET_224_BICUBIC, large=_v != "tiny")
-for _v in ("base", "large"):
-    _plain(f"SwinTransformer_{_v}_patch4_window12_384", f"swin_{_v}_patch4_window12_384", IMAGENET_384, large=True)
-_plain("CLIP_vit_base_patch16_224", "vit_base_patch16_clip_224", CLIP_224, large=True, tag="openai_ft_in1k")
-_plain("CLIP_vit_large_patch14_224", "vit_large_patch14_clip_224", CLIP_224, large=True, tag="openai_ft_in1k")
+for _name, _arch, _pre, _tag in (
+    ("ConvNeXt_tiny", "convnext_tiny", IMAGENET_224_BICUBIC, None),
+    ("ConvNeXt_small", "convnext_small", IMAGENET_224_BICUBIC, None),
+    ("ConvNeXt_base_224", "convnext_base", IMAGENET_224_BICUBIC, None),
+    ("ConvNeXt_base_384", "convnext_base", IMAGENET_384, "fb_in22k_ft_in1k_384"),
+    ("ConvNeXt_large_224", "convnext_large", IMAGENET_224_BICUBIC, None),
+    ("ConvNeXt_large_384", "convnext_large", IMAGENET_384, "fb_in22k_ft_in1k_384"),
+):
+    _add(_name, timm_builder(_arch), _arch, _pre, _timm(_arch, _tag), large=_name != "ConvNeXt_tiny",
+         converters={"pdparams": convnext_from_paddle})
+# PaddleClas's Swin shifts the last stage's single window too (timm's always_partition);
+# timm's published weights were trained without that shift, hence no timm source.
+for _v, _window, _size in (("tiny", 7, 224), ("small", 7, 224), ("base", 7, 224), ("large", 7, 224),
+                           ("base", 12, 384), ("large", 12, 384)):
+    _arch = f"swin_{_v}_patch4_window{_window}_{_size}"
+    _add(f"SwinTransformer_{_v}_patch4_window{_window}_{_size}", timm_builder(_arch, always_partition=True),
+         f"{_arch} (always_partition)", IMAGENET_224_BICUBIC if _size == 224 else IMAGENET_384,
+         large=_v != "tiny", converters={"pdparams": swin_from_paddle})
+# PaddleClas's ViT-B/16 classifier reads the first patch token, not the class token
+# (see nets/paddle_clip.py): timm's published weights do not fit it, hence no timm source.
+_add("CLIP_vit_base_patch16_224", clip_first_token_classifier_builder("vit_base_patch16_clip_224"),
+     "vit_base_patch16_clip_224 (first patch token)", CLIP_224, large=True,
+     converters={"pdparams": clip_vit_first_token_from_paddle})
+_add("CLIP_vit_large_patch14_224", timm_builder("vit_large_patch14_clip_224"), "vit_large_patch14_clip_224", CLIP_224,
+     _timm("vit_large_patch14_clip_224", "openai_ft_in1k"), large=True, converters={"pdparams": clip_vit_from_paddle})

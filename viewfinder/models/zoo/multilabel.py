@@ -15,7 +15,8 @@ from typing import Any
 import timm
 import torch.nn as nn
 
-from ..nets.ml_decoder import ClipFirstTokenBackbone, MLDecoder, MLDecoderNet
+from ..nets.ml_decoder import MLDecoder, MLDecoderNet
+from ..nets.paddle_clip import ClipFirstTokenBackbone
 from ..preprocess import PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .paddle_classifiers import (

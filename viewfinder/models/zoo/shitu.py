@@ -6,12 +6,13 @@ and ``mainbody_detection`` tasks. Official PaddleX weights are the default sourc
 """
 from __future__ import annotations
 
-from ..nets.clip_feature import clip_feature_builder
 from ..nets.lcnetv2_shitu import build_shitu_rec
+from ..nets.paddle_clip import clip_feature_builder
 from ..nets.picodet import build_picodet
 from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
 from .paddle_converters import lcnet_renames, make_converter
+from .paddle_modern import clip_feature_from_paddle
 
 PADDLEX_PRETRAINED = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/"
 FEATURE_DIM = 512
@@ -103,13 +104,15 @@ for _size, _arch, _count in (
         ModelSpec(
             name=f"PP-ShiTuV2_rec_CLIP_vit_{_size}",
             task="image_feature",
-            builder=clip_feature_builder(_arch),
+            # PaddleClas averages ViT-B/16's patch tokens only (nets/paddle_clip.py)
+            builder=clip_feature_builder(_arch, skip_class_token=_size == "base"),
             preprocess=CLIP_REC_224,
             num_classes=FEATURE_DIM,
-            weight_sources=(),  # no CLIP weights are published in a form we can fetch
+            weight_sources=_paddlex_weights(f"PP-ShiTuV2_rec_CLIP_vit_{_size}"),
             param_count=_count,
-            arch=f"{_arch} + Linear({FEATURE_DIM})",
+            arch=f"{_arch} (token mean) + Linear({FEATURE_DIM})",
             large=True,
+            converters={"pdparams": clip_feature_from_paddle},
         )
     )
 
