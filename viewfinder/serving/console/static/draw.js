@@ -3,12 +3,6 @@
 
 const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#008080", "#f032e6", "#9a6324", "#800000", "#000075"];
 
-function colourOf(label) {
-  let hash = 2166136261; // FNV-1a: one colour per label, the same on every drawing
-  for (const ch of label) hash = Math.imul(hash ^ ch.codePointAt(0), 16777619) >>> 0;
-  return PALETTE[hash % PALETTE.length];
-}
-
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
@@ -42,6 +36,11 @@ export function drawPicture(canvas, image, objects = []) {
   const fontSize = Math.max(12, line * 7);
   ctx.font = `${fontSize}px sans-serif`;
   ctx.textBaseline = "top";
+  const colours = new Map(); // one colour per label, in the order they appear: distinct on one drawing
+  const colourOf = (label) => {
+    if (!colours.has(label)) colours.set(label, PALETTE[colours.size % PALETTE.length]);
+    return colours.get(label);
+  };
   for (const object of objects) {
     const [x1, y1, x2, y2] = object.bbox;
     const best = object.recResults[0];
