@@ -25,7 +25,7 @@ from viewfinder.serving.limits import LoadLimitMiddleware
 from viewfinder.serving.middleware import ServiceMiddleware
 
 KEY = "console-test-key"
-FILES = ("index.html", "app.js", "api.js", "draw.js", "galleries.js", "style.css")
+FILES = ("app.js", "api.js", "draw.js", "galleries.js", "style.css")  # the page, index.html, is sent by GET /
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,7 @@ def b64(path: Path) -> str:
 # ------------------------------------------------------------------ the files
 def test_the_package_ships_the_console_files():
     assert sorted(f.name for f in console.STATIC.iterdir()) == sorted(FILES)
+    assert (console.HERE / "index.html").is_file()
     assert console.console_paths() == {"/"} | {f"/console/{name}" for name in FILES}
     # Every module the page imports is one of them (no build step, no bundler: what is here is what runs).
     for script in console.STATIC.glob("*.js"):
@@ -83,6 +84,7 @@ def test_console_served_without_the_key_api_still_needs_it(classifier):
 
         # Only the console's own files are open: anything else under /console, and every API path, needs the key.
         assert client.get("/console/secret.js").status_code == 401
+        assert client.get("/console/index.html").status_code == 401  # the page is at /, with its headers
         refused = client.get("/openapi.json")
         assert refused.status_code == 401 and ErrorEnvelope.model_validate(refused.json()).errorCode == 401
         assert client.get("/openapi.json", headers={"X-API-Key": KEY}).status_code == 200

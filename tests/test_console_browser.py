@@ -274,7 +274,28 @@ def test_multilabel_console_shows_its_own_controls(servers, driver, photos, tmp_
     page.click("infer-button")
     page.wait(lambda: "No class scores above" in page.by_id("result-list").text, "no tags")
     page.shot("no-tags")
+
+    # A file dropped on the drop zone (a drop event carrying a File, as a drag from the desktop makes).
+    page.set_value("threshold", "0")
+    page.driver.execute_async_script(DROP_A_PICTURE)
+    page.wait(lambda: page.by_id("drop-zone").get_attribute("data-picked") == "dropped.png", "the dropped file")
+    page.wait(lambda: len(page.all("#tags li")) == 80, "tags for the dropped picture")
+    page.shot("dropped")
     assert page.errors() == []
+
+
+DROP_A_PICTURE = """
+const done = arguments[arguments.length - 1];
+const canvas = Object.assign(document.createElement("canvas"), {width: 64, height: 48});
+canvas.getContext("2d").fillRect(0, 0, 64, 48);
+canvas.toBlob((blob) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], "dropped.png", {type: "image/png"}));
+  document.getElementById("drop-zone").dispatchEvent(
+    new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+  done();
+}, "image/png");
+"""
 
 
 def test_shitu_console_gallery_flow(servers, driver, photos, photo_server, tmp_path):

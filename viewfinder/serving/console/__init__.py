@@ -1,4 +1,4 @@
-"""The web console: static files (HTML, JavaScript, CSS) at ``/`` and ``/console/...``.
+"""The web console: its page (``index.html``) at ``/``, its scripts and styles (``static/``) under ``/console/``.
 
 The console is a client of the public API and nothing more: its JavaScript calls the same
 endpoints with the same headers any client sends (docs/serving.md, "Web console"). It costs
@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from starlette.staticfiles import StaticFiles
 
-STATIC = Path(__file__).resolve().parent / "static"
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"  # only what the page loads: the page itself is sent by its route, with its headers
 PREFIX = "/console"
 
 #: what the page may load: its own files, the API on its own origin, and pictures from anywhere
@@ -34,7 +35,7 @@ def console_paths() -> frozenset[str]:
 
 def register(app: FastAPI) -> None:
     """Add the console's routes to ``app``; call it after every API route is registered."""
-    page = (STATIC / "index.html").read_bytes()  # a few KB, read once
+    page = (HERE / "index.html").read_bytes()  # a few KB, read once
 
     def index() -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
