@@ -14,6 +14,7 @@ export class ApiError extends Error {
 
 let askForKey = async () => null; // set by the page: shows the key dialog, resolves to the key or null
 let onKeyChange = () => {};
+let asking = null; // calls refused at the same time share one dialog
 
 export function setKeyPrompt(prompt, changed) {
   askForKey = prompt;
@@ -53,7 +54,8 @@ export async function call(method, path, body, {raw = false} = {}) {
   let response = await send(method, path, body);
   if (response.status === 401) {
     // The key is missing or wrong: ask for it once, then try again with it.
-    const key = await askForKey();
+    asking ??= askForKey().finally(() => { asking = null; });
+    const key = await asking;
     if (key) {
       sessionStorage.setItem(KEY_STORE, key);
       onKeyChange();
