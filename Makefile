@@ -5,7 +5,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_OUT := output/demo
 
-.PHONY: demo test seed node-deps install clean paddlex-env
+.PHONY: demo test seed node-deps browser-deps install clean paddlex-env
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,23 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 
 node-deps: $(NODE_STAMP)
 
-test: seed node-deps
+# Browser side of the suite: headless Chromium and the chromedriver built with it, from Debian
+# (tests/test_console_browser.py drives the web console with Selenium; no browser download).
+CHROMIUM     := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+
+browser-deps:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver (apt-get) for the web console's browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; \
+	else \
+		echo "$(CHROMIUM) and $(CHROMEDRIVER) not found: the web console's browser tests need them;" \
+			"install them as root: apt-get install chromium chromium-driver" >&2; exit 1; \
+	fi
+
+test: seed node-deps browser-deps
 	$(VPY) -m pytest -q
 
 # Optional: PaddleX 3.7.2 in its own venv, with random-weight models in PaddleX's format, so

@@ -34,6 +34,7 @@ EXPECTED_ERRORS = {  # (path, method): the error statuses each endpoint really a
     ("/shitu-indexes", "get"): {413, 500, 504},
     ("/shitu-index/{indexKey}", "get"): {404, 413, 422, 500, 504},
     ("/shitu-index/{indexKey}", "delete"): {404, 413, 422, 500, 504},
+    ("/shitu-index/{indexKey}/items", "get"): {404, 413, 422, 500, 504},
 }
 
 

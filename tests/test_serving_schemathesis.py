@@ -76,5 +76,5 @@ def test_shitu_spec_holds_under_schemathesis(shitu, tmp_path):
     app = create_app(shitu, ServingConfig(data_dir=tmp_path / "indexes"))
     with LiveServer(app) as server:
         result = run_schemathesis(server.url, tmp_path / "report.json", config="schemathesis_shitu.toml")
-    assert_clean(result, operations=11)  # /health, /health/live, /health/ready, /metrics + 7 PP-ShiTuV2 operations
+    assert_clean(result, operations=12)  # /health, /health/live, /health/ready, /metrics + 8 PP-ShiTuV2 operations
     assert result["phases"]["stateful"]["status"] == "success"  # build, then the linked operations on its index

@@ -6,7 +6,8 @@ image or URL 400, unknown indexKey 404, too large 413); anything else is a 500 w
 carries only the logId, the traceback going to the server log. A full inference queue is a
 503 with ``Retry-After``; a request past ``Serving.request_timeout_s`` a 504 (``limits.py``).
 
-Middleware, outermost first: access log + metrics (``access.py``), logId + API key + body
+The web console (``console/``: static files at ``/``) is routed after every API route and adds no
+middleware. Middleware, outermost first: access log + metrics (``access.py``), logId + API key + body
 limit (``middleware.py``), queue-full refusal + time limit (``limits.py``), then FastAPI.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ..errors import ConfigError, ServiceBusyError, ViewfinderError
-from . import ops
+from . import console, ops
 from .access import AccessMiddleware
 from .adapters import PipelineAdapter, adapter_class
 from .batching import WorkerPool
@@ -31,7 +32,7 @@ from .config import ServingConfig
 from .json_body import JsonBodyMiddleware
 from .limits import LoadLimitMiddleware
 from .metrics import ServiceMetrics, multiprocess_dir
-from .middleware import ServiceMiddleware
+from .middleware import OPEN_PATHS, ServiceMiddleware
 from .responses import document_api_key, error_responses
 from .runtime import ServiceRuntime, log_id
 from .schemas import Envelope
@@ -160,11 +161,18 @@ def create_app(pipeline: Any, config: ServingConfig | None = None, pipeline_name
 
     ops.register(app, readiness, metrics)
     adapter.register(app)
+    # The console's routes come last, so that every API path matches before the router reaches them; the
+    # middleware only learns their paths (set lookups it makes anyway): nothing new runs per API request.
+    console_paths: frozenset[str] = frozenset()
+    if config.console:
+        console.register(app)
+        console_paths = console.console_paths()
     app.add_middleware(LoadLimitMiddleware, queue=queue, queued_paths=adapter.queued_paths,
-                       timeout_s=config.request_timeout_s, exempt_paths=ops.OPS_PATHS)
+                       timeout_s=config.request_timeout_s, exempt_paths=ops.OPS_PATHS | console_paths)
     if config.api_key:
         document_api_key(app)
     app.add_middleware(JsonBodyMiddleware)  # inside ServiceMiddleware: after the key and size checks
-    app.add_middleware(ServiceMiddleware, max_body_bytes=config.max_body_bytes, api_key=config.api_key)
+    app.add_middleware(ServiceMiddleware, max_body_bytes=config.max_body_bytes, api_key=config.api_key,
+                       open_paths=OPEN_PATHS | console_paths)
     app.add_middleware(AccessMiddleware, metrics=metrics, router=app.router)
     return app

@@ -67,6 +67,8 @@ class ServingConfig:
     max_queue: int = 64
     #: seconds a request may take before it is answered 504 (0: no limit); not /health*, /metrics
     request_timeout_s: float = 300.0
+    #: the web console at ``/`` (static files; a client of the public API, see docs/serving.md)
+    console: bool = True
 
     def __post_init__(self) -> None:
         if self.index_storage not in ("file_system", "memory"):
@@ -83,6 +85,8 @@ class ServingConfig:
                 or timeout < 0:
             raise ConfigError(f"Serving.request_timeout_s must be a number of seconds >= 0 (0: no limit), "
                               f"got {timeout!r}")
+        if not isinstance(self.console, bool):
+            raise ConfigError(f"Serving.console must be true or false, got {self.console!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"Serving.jpeg_quality must be within 1..100, got {self.jpeg_quality!r}")
 

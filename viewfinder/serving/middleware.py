@@ -32,10 +32,13 @@ async def send_envelope(send: Send, status: int, log_id: str, message: str,
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, api_key: str | None,
+                 open_paths: frozenset[str] = OPEN_PATHS) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.api_key = api_key
+        #: paths answered without the key: the probes, and the web console's files when it is served
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,7 +48,7 @@ class ServiceMiddleware:
         scope["state"] = {**scope.get("state", {}), "log_id": log_id}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
-        if self.api_key and scope["path"] not in OPEN_PATHS and not api_key_matches(self.api_key, headers):
+        if self.api_key and scope["path"] not in self.open_paths and not api_key_matches(self.api_key, headers):
             await send_envelope(send, 401, log_id, "missing or wrong API key: send 'Authorization: Bearer <key>' "
                                 "or 'X-API-Key: <key>'", [(b"www-authenticate", b"Bearer")])
             return

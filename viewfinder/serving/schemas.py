@@ -174,6 +174,20 @@ class IndexList(BaseModel):
     indexes: list[IndexInfo]
 
 
+class IndexItem(BaseModel):
+    id: int
+    label: str
+    source: Optional[str] = Field(None, description="where the image came from, when recorded: the URL an "
+                                                    "add or build fetched it from, or the file the CLI read")
+
+
+class IndexItems(BaseModel):
+    indexKey: str
+    total: int = Field(description="items that match the label filter (all items without one)")
+    offset: int
+    items: list[IndexItem] = Field(description="by id, at most `limit` of them from `offset` on")
+
+
 class DeleteIndexResult(BaseModel):
     indexKey: str
     deleted: bool

@@ -1,4 +1,4 @@
-"""``PP-ShiTuV2``: index build/add/remove, recognition, and (ours) index list/info/delete.
+"""``PP-ShiTuV2``: index build/add/remove, recognition, and (ours) index list/info/items/delete.
 
 The pipeline is used through PaddleX's Python API only::
 
@@ -24,19 +24,22 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import ConfigError, ServiceError
 from ...results import to_jsonable
-from ..images import decode_bgr
+from ..images import decode_bgr, is_url
 from ..responses import INFER_ERRORS, error_responses
 from ..schemas import (
+    ID_MAX,
     BuildIndexResult,
     DeleteIndexResult,
     DetectedObject,
     IndexChangeResult,
     IndexInfo,
+    IndexItem,
+    IndexItems,
     IndexList,
     RecResult,
     ResultResponse,
@@ -50,6 +53,12 @@ if TYPE_CHECKING:
 
 REQUIRED_METHODS = ("build_index", "append_index", "remove_index", "predict")
 PathKey = Annotated[str, Path(pattern=INDEX_KEY_PATTERN, max_length=128)]
+#: ``GET /shitu-index/{indexKey}/items``: the most items on one page, and its query parameters
+MAX_ITEMS_PAGE = 1000
+LabelFilter = Annotated[str | None, Query(max_length=1024, description="only items whose label contains this "
+                                                                      "(case-insensitive)")]
+Offset = Annotated[int, Query(ge=0, le=ID_MAX, description="items to skip (by id order)")]
+Limit = Annotated[int, Query(ge=1, le=MAX_ITEMS_PAGE, description="items on the page")]
 
 _NEW_KEY = "$response.body#/result/indexKey"
 #: OpenAPI links from a built index to the operations that take its key (clients and test
@@ -60,7 +69,34 @@ INDEX_LINKS: dict[str, dict[str, Any]] = {
     "infer": {"operationId": "infer", "requestBody": {"indexKey": _NEW_KEY}},
     "getIndex": {"operationId": "getIndex", "parameters": {"path.indexKey": _NEW_KEY}},
     "deleteIndex": {"operationId": "deleteIndex", "parameters": {"path.indexKey": _NEW_KEY}},
+    "listIndexItems": {"operationId": "listIndexItems", "parameters": {"path.indexKey": _NEW_KEY}},
 }
+
+
+def item_source(metadata: Any) -> str | None:
+    """Where an item's image came from, as its metadata records it: ``{"source": URL}`` (service adds and
+    builds from a URL), ``{"path": file}`` (the CLI and the Python API), or a plain string."""
+    if isinstance(metadata, dict):
+        metadata = metadata.get("source") or metadata.get("path")
+    return metadata if isinstance(metadata, str) and metadata else None
+
+
+def url_sources(images: list[str]) -> list[str | None]:
+    """The URL of each ``image`` field that is one (recorded as the item's source), else None."""
+    return [image if is_url(image) else None for image in images]
+
+
+def item_page(index: IndexData, label: str | None, offset: int, limit: int) -> dict[str, Any]:
+    """Items by id, filtered by a case-insensitive substring of the label, one page of them."""
+    id_map = index.id_map
+    ids = sorted(id_map)
+    if label:
+        needle = label.casefold()
+        ids = [i for i in ids if needle in id_map[i].casefold()]
+    page = ids[offset:offset + limit]
+    items = [IndexItem(id=i, label=id_map[i], source=item_source(meta))
+             for i, meta in zip(page, index.get_metadata(page))]
+    return {"total": len(ids), "offset": offset, "items": items}
 
 
 def detected_objects(result: Any) -> list[DetectedObject]:
@@ -119,25 +155,46 @@ class ShiTuAdapter(PipelineAdapter):
         except (TypeError, ValueError):  # pragma: no cover
             return {}
 
-    def _build(self, images: list[np.ndarray], labels: list[str]) -> BuildIndexResult:
-        index = self.pipeline.build_index(images, labels, metric_type="IP", index_type="Flat",
-                                          **self._quiet("build_index"))
+    def _embeds_apart(self) -> bool:
+        """The pipeline has ``embed_gallery``/``append_embedding`` (ours): embedding and index are separate steps."""
+        return callable(getattr(self.pipeline, "embed_gallery", None)) and \
+            callable(getattr(self.pipeline, "append_embedding", None))
+
+    def _build(self, images: list[np.ndarray], labels: list[str], sources: list[str | None]) -> BuildIndexResult:
+        if any(sources) and self._embeds_apart():
+            # Images fetched from URLs: embed, then record each URL as its item's source (the metadata
+            # build_index would give arrays is empty), into a new index of the kind build_index makes.
+            from ...retrieval import IndexData
+
+            embedding = self._embed(images, labels, sources)
+            index = IndexData(int(embedding.features.shape[1]), index_type="Flat", metric_type="IP")
+            index.feature_model = embedding.feature_model
+            _require_in_place(self.pipeline.append_embedding(embedding, index), index, "append_embedding")
+        else:
+            index = self.pipeline.build_index(images, labels, metric_type="IP", index_type="Flat",
+                                              **self._quiet("build_index"))
         key = self.store.create(index)
         return BuildIndexResult(indexKey=key, idMap=index.id_map)
 
-    def _embed(self, images: list[np.ndarray], labels: list[str]) -> Any:
-        return self.pipeline.embed_gallery(images, labels, **self._quiet("embed_gallery"))
+    def _embed(self, images: list[np.ndarray], labels: list[str], sources: list[str | None]) -> Any:
+        embedding = self.pipeline.embed_gallery(images, labels, **self._quiet("embed_gallery"))
+        metadata = getattr(embedding, "metadata", None)
+        if isinstance(metadata, list) and len(metadata) == len(sources):  # one entry per image (none skipped)
+            for position, source in enumerate(sources):
+                if source:
+                    metadata[position] = {"source": source}
+        return embedding
 
-    async def _add_change(self, images: list[np.ndarray], labels: list[str]
+    async def _add_change(self, images: list[np.ndarray], labels: list[str], sources: list[str | None]
                           ) -> Callable[[IndexData], dict[int, str]]:
         """The change an add makes (run inside a commit); returns {new id: label}.
 
         Pipelines with ``embed_gallery``/``append_embedding`` (ours) embed here, on a worker and
-        in parallel with other requests; the commit then only appends. Others embed in the commit.
+        in parallel with other requests; the commit then only appends. Others embed in the commit
+        (and record no sources).
         """
-        if callable(getattr(self.pipeline, "embed_gallery", None)) and \
-                callable(getattr(self.pipeline, "append_embedding", None)):
-            embedding = await self.runtime.pool.execute(self._embed, images, labels)
+        if self._embeds_apart():
+            embedding = await self.runtime.pool.execute(self._embed, images, labels, sources)
 
             def apply(index: IndexData) -> Any:
                 return self.pipeline.append_embedding(embedding, index)
@@ -229,7 +286,8 @@ class ShiTuAdapter(PipelineAdapter):
             """Build a new index (Flat, inner product) from labelled images; returns its indexKey."""
             images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
             labels = [pair.label for pair in body.imageLabelPairs]
-            return runtime.ok(request, await runtime.pool.execute(self._build, images, labels))
+            sources = url_sources([pair.image for pair in body.imageLabelPairs])
+            return runtime.ok(request, await runtime.pool.execute(self._build, images, labels, sources))
 
         @app.post("/shitu-index-add", operation_id="addImagesToIndex", tags=tags,
                   response_model=ResultResponse[IndexChangeResult], responses=error_responses(*INFER_ERRORS, 404))
@@ -239,7 +297,8 @@ class ShiTuAdapter(PipelineAdapter):
             await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
             images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
             labels = [pair.label for pair in body.imageLabelPairs]
-            added, after = await self._commit(body.indexKey, await self._add_change(images, labels))
+            sources = url_sources([pair.image for pair in body.imageLabelPairs])
+            added, after = await self._commit(body.indexKey, await self._add_change(images, labels, sources))
             return runtime.ok(request, self._change_result(added, after, body.changedOnly, "addedIds"))
 
         @app.post("/shitu-index-remove", operation_id="removeImagesFromIndex", tags=tags,
@@ -283,6 +342,16 @@ class ShiTuAdapter(PipelineAdapter):
             if withIdMap:
                 info["idMap"] = (await run_in_threadpool(store.get, indexKey)).id_map
             return runtime.ok(request, IndexInfo(**info))
+
+        @app.get("/shitu-index/{indexKey}/items", operation_id="listIndexItems", tags=tags,
+                 response_model=ResultResponse[IndexItems], responses=error_responses(404, 413, 422, 500, 504))
+        async def index_items(indexKey: PathKey, request: Request, label: LabelFilter = None, offset: Offset = 0,
+                              limit: Limit = 100):
+            """One page of an index's items by id: id, label and source (where the image came from, when
+            recorded), optionally only those whose label contains ``label``."""
+            index = await run_in_threadpool(store.get, indexKey)
+            page = await run_in_threadpool(item_page, index, label, offset, limit)
+            return runtime.ok(request, IndexItems(indexKey=indexKey, **page))
 
         @app.delete("/shitu-index/{indexKey}", operation_id="deleteIndex", tags=tags,
                     response_model=ResultResponse[DeleteIndexResult], responses=error_responses(404, 413, 422, 500, 504))
