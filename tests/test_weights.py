@@ -257,3 +257,29 @@ def test_source_names_work_from_yaml_and_cli(seeded_home, photos, tmp_path):
     result = CliRunner().invoke(cli, ["export", "--model", "ResNet18", "--weights", "timm", "--output",
                                       str(tmp_path / "r.onnx")])
     assert result.exit_code != 0 and "no timm weights fit ResNet18" in result.output
+
+
+@pytest.mark.parametrize("name, arch", [("MobileNetV2_x1_0", "mobilenetv2_100"), ("ResNet18", "resnet18"),
+                                        ("ResNet34_vd", "resnet34d")])
+def test_weights_saved_from_timms_network_still_load_exactly(name, arch, tmp_path):
+    """These names built timm's network before; such files (model dirs) load into PaddleClas's exactly."""
+    import timm
+
+    torch.manual_seed(0)
+    old = timm.create_model(arch, pretrained=False, num_classes=7).eval()
+    for module in old.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+    from safetensors.torch import save_file
+
+    save_file(old.state_dict(), str(tmp_path / "old.safetensors"))
+    spec = registry.get_spec(name)
+    module = spec.builder(num_classes=7).eval()
+    from viewfinder.models.weights import load_weights_file
+
+    assert load_weights_file(module, tmp_path / "old.safetensors", spec) == "timm"
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        np.testing.assert_allclose(module(x).numpy(), old(x).numpy(), rtol=1e-5, atol=1e-5)

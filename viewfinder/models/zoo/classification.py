@@ -18,7 +18,7 @@ from ..nets.paddle_mobilenet_v3 import paddle_mobilenet_v3_builder
 from ..nets.paddle_resnet import paddle_resnet_builder
 from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
-from .converters import torchvision_mobilenet_v2_to_paddle
+from .converters import timm_mobilenet_v2_to_paddle, timm_resnet_first_shortcut, torchvision_mobilenet_v2_to_paddle
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
 from .paddle_cnn import CNN_CONVERTERS
 from .timm_builders import generator_builder, timm_builder
@@ -220,7 +220,8 @@ _paddle(
             sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
         ),
     ),
-    converters={"torchvision": torchvision_mobilenet_v2_to_paddle},
+    # timm's layout: model dirs saved while this name built timm's mobilenetv2_100
+    converters={"torchvision": torchvision_mobilenet_v2_to_paddle, "timm": timm_mobilenet_v2_to_paddle},
     preprocess_by_format={"torchvision": IMAGENET_224_PILLOW},
 )
 
@@ -241,9 +242,12 @@ for _depth in (50, 101, 152):
     _plain(f"ResNet{_depth}", f"resnet{_depth}", large=_depth >= 101)
     _plain(f"ResNet{_depth}_vd", f"resnet{_depth}d", large=_depth >= 101)
 # PaddleClas's own (nets/paddle_resnet.py): a first-block shortcut conv; ResNet200_vd's depths.
+# (A "timm" converter keeps model dirs saved while these names built timm's resnet18/34(d) loadable.)
 for _depth in (18, 34):
-    _paddle(f"ResNet{_depth}", paddle_resnet_builder(_depth, vd=False), f"resnet{_depth} + first shortcut conv")
-    _paddle(f"ResNet{_depth}_vd", paddle_resnet_builder(_depth, vd=True), f"resnet{_depth}d + first shortcut conv")
+    _paddle(f"ResNet{_depth}", paddle_resnet_builder(_depth, vd=False), f"resnet{_depth} + first shortcut conv",
+            converters={"timm": timm_resnet_first_shortcut(vd=False)})
+    _paddle(f"ResNet{_depth}_vd", paddle_resnet_builder(_depth, vd=True), f"resnet{_depth}d + first shortcut conv",
+            converters={"timm": timm_resnet_first_shortcut(vd=True)})
 _paddle("ResNet200_vd", paddle_resnet_builder(200, vd=True), "resnet200d with (3, 12, 48, 3) blocks", large=True)
 
 # --- FasterNet / StarNet ---------------------------------------------------------------
