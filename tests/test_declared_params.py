@@ -53,7 +53,7 @@ def recogniser(shitu_yaml):
      r"image_multilabel_classification\.predict\(\) got unknown parameter 'topk'; accepted: batch_size, threshold$"),
     ("recogniser", {"threshold": 0.5, "batch_size": 2},
      (r"PP-ShiTuV2\.predict\(\) got unknown parameters 'threshold', 'batch_size'; "
-      r"accepted: det_threshold, hamming_radius, index, rec_threshold, rec_topk, topk$")),
+      r"accepted: det_threshold, hamming_radius, index, index_dir, rec_threshold, rec_topk, topk$")),
 ])
 def test_pipeline_refuses_unknown_keyword(request, fixture, bogus, message):
     pipeline = request.getfixturevalue(fixture)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from viewfinder import create_model
+from viewfinder.errors import ConfigError
 from viewfinder.results import TopkResult
 from viewfinder.visualize import draw_label_lines, font
 
@@ -29,9 +30,33 @@ def test_fields_and_json(result, capsys):
     assert "input_img" not in inner and "input_img" in result
     result.print(json_format=True)
     assert json.loads(capsys.readouterr().out)["res"]["class_ids"] == inner["class_ids"]
-    result.print()
+    result.print(json_format=False)
     printed = capsys.readouterr().out
     assert printed.startswith("{'res': {'input_path'") and "array(" in printed and "input_img" not in printed
+
+
+def test_print_takes_paddlex_format_json_and_prints_json_by_default(result, capsys):
+    result.print()  # PaddleX: format_json=True, indent=4, ensure_ascii=False
+    out = capsys.readouterr().out
+    assert json.loads(out) == result.json and out.startswith('{\n    "res": {\n        "input_path"')
+    result.print(format_json=True, indent=2, ensure_ascii=True)
+    assert capsys.readouterr().out.startswith('{\n  "res": {\n    "input_path"')
+    result.print(format_json=False)
+    assert capsys.readouterr().out.startswith("{'res': {'input_path'")
+    result.print(False, json_format=False)  # the two spellings agree: fine
+    assert capsys.readouterr().out.startswith("{'res'")
+    with pytest.raises(ConfigError, match="disagree"):
+        result.print(format_json=True, json_format=False)
+
+
+def test_json_knobs_reach_the_output(tmp_path):
+    result = TopkResult({"input_path": "狗.jpg", "page_index": None, "class_ids": np.array([1], np.int32),
+                         "scores": np.array([0.5], np.float32), "label_names": ["柴犬"]})
+    unicode_path = result.save_to_json(tmp_path, indent=4, ensure_ascii=False)
+    assert unicode_path.name == "狗_res.json" and '"柴犬"' in unicode_path.read_text(encoding="utf-8")
+    ascii_path = result.save_to_json(tmp_path / "a.json", indent=2, ensure_ascii=True)
+    text = ascii_path.read_text()
+    assert "\\u67f4\\u72ac" in text and text.startswith('{\n  "input_path"')
 
 
 def test_save_names(result, tmp_path):
@@ -89,3 +114,19 @@ def test_input_img_of_bytes_input_is_the_decoded_image(photos):
     from_path = next(model.predict(str(photos / "dog.jpg")))
     assert np.array_equal(from_path["input_img"], expected)
     assert res.img["res"].size == (expected.shape[1], expected.shape[0])
+
+
+def test_feature_result_save_to_img_draws_norm_and_dimension(photos, tmp_path):
+    """PP-ShiTuV2_rec results (PaddleX IdentityResult) draw the input with the feature's size and norm."""
+    model = create_model("PP-ShiTuV2_rec", pretrained=False, device="cpu")
+    result = next(model.predict(str(photos / "coffee.png")))
+    path = result.save_to_img(tmp_path)
+    assert path.name == "coffee_res.png"
+    drawn, original = Image.open(path).convert("RGB"), Image.open(photos / "coffee.png").convert("RGB")
+    assert drawn.size == original.size
+    assert (np.asarray(drawn) != np.asarray(original)).any()  # the text is on it
+    assert result.img["res"].size == original.size
+    explicit = result.save_to_img(tmp_path / "named.jpg")
+    assert explicit.name == "named.jpg" and Image.open(explicit).size == original.size
+    array_result = next(model.predict(np.asarray(original)))  # no file: the kept pixels are drawn on
+    assert array_result.save_to_img(tmp_path).suffix == ".png"

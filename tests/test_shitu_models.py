@@ -96,9 +96,8 @@ def test_rec_feature_results(rec, photos, tmp_path):
     assert len(payload["feature"]) == 512 and all(isinstance(v, float) for v in payload["feature"])
     json.dumps(payload)
     written = first.save_all(tmp_path)
-    assert [p.name for p in written] == ["dog_res.json"]  # no .img for features (PaddleX)
-    with pytest.raises(NotImplementedError):
-        first.img
+    assert [p.name for p in written] == ["dog_res.json"]  # save_all: the JSON only (PaddleX)
+    assert first.img["res"].size == Image.open(photos / "dog.jpg").size  # drawn on demand (issue 26)
 
 
 def test_embed_matches_predict_and_is_batch_invariant(rec, photos):

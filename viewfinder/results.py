@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .errors import ConfigError, InputError
+
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _HIDDEN_KEYS = {"input_img"}
 
@@ -92,8 +94,17 @@ class BaseResult(dict):
     def __str__(self) -> str:  # the dict repr without the (large) image
         return str(self.str)
 
-    def print(self, json_format: bool = False, indent: int = 4, ensure_ascii: bool = False) -> None:
-        if json_format:
+    def print(self, format_json: bool | None = None, indent: int = 4, ensure_ascii: bool = False, *,
+              json_format: bool | None = None) -> None:
+        """Print ``{"res": ...}``: JSON by default (PaddleX's ``format_json=True``), else the dict repr.
+
+        ``json_format`` (PaddleX 3.x's name for the switch) is an alias of ``format_json``.
+        """
+        if format_json is not None and json_format is not None and bool(format_json) != bool(json_format):
+            raise ConfigError(f"print(): format_json={format_json} and json_format={json_format} disagree "
+                              "(they are the same switch)")
+        as_json = next((v for v in (format_json, json_format) if v is not None), True)
+        if as_json:
             print(json.dumps(self.json, indent=indent, ensure_ascii=ensure_ascii))
         else:
             print(self.str)
@@ -179,10 +190,24 @@ class MLClassResult(TopkResult):
 
 
 class FeatureResult(BaseResult):
-    """PaddleX ``IdentityResult``: ``{"input_path", "page_index", "feature"}``; no visualisation.
+    """PaddleX ``IdentityResult``: ``{"input_path", "page_index", "feature"}``.
 
-    Unlike PaddleX it does not keep ``input_img``: nothing draws it, and gallery builds would hold every image.
+    Unlike PaddleX it does not keep ``input_img``: ``.img`` / ``save_to_img()`` re-read the input
+    (the input image with the feature's dimension and L2 norm written on it). ``save_all()``
+    writes the JSON only, as PaddleX's (which has no image for features).
     """
+
+    def _visualize(self) -> Image.Image:
+        from .visualize import draw_label_lines
+
+        if self._image_loader is None:
+            raise InputError("this feature result has no input image to draw on")
+        feature = np.asarray(self["feature"], dtype=np.float32).ravel()
+        lines = [f"feature: {feature.size}-d", f"L2 norm: {float(np.linalg.norm(feature)):.4f}"]
+        return draw_label_lines(self._input_image(), lines)
+
+    def save_all(self, save_path: str | Path) -> list[Path]:
+        return [self.save_to_json(save_path)]
 
 
 class DetResult(BaseResult):

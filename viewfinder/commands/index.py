@@ -69,16 +69,20 @@ def register(cli: click.Group) -> None:
     @click.option("--gallery", "gallery", required=True, help="Gallery root folder.")
     @click.option("--label_file", default=None, help="'path label' lines (default: GALLERY/gallery.txt).")
     @click.option("--index_dir", required=True, help="Existing index folder (updated in place).")
+    @click.option("--index_type", default=None,
+                  help="Optional check: the index's type (Flat, IVF, HNSW32); another is an error.")
     @click.option("--pipeline", default="PP-ShiTuV2", show_default=True, help=PIPELINE_HELP)
     @click.option("--device", default=None)
     @guarded
-    def append(gallery: str, label_file: str | None, index_dir: str, pipeline: str, device: str | None) -> None:
-        """Add gallery images to an existing index."""
+    def append(gallery: str, label_file: str | None, index_dir: str, index_type: str | None, pipeline: str,
+               device: str | None) -> None:
+        """Add gallery images to an existing index (it keeps its type and metric)."""
         from ..retrieval import writer_lock
 
         runner = _pipeline(pipeline, device)
         with writer_lock(index_dir):  # a server or another command may change the same folder
-            index = runner.append_index(gallery, label_file or str(Path(gallery) / "gallery.txt"), index_dir)
+            index = runner.append_index(gallery, label_file or str(Path(gallery) / "gallery.txt"), index_dir,
+                                        index_type=index_type)
             index.save(index_dir)
         _report(runner, index, index_dir)
 
@@ -86,21 +90,34 @@ def register(cli: click.Group) -> None:
     @click.option("--index_dir", required=True, help="Existing index folder (updated in place).")
     @click.option("--ids", default=None, help="Comma-separated ids, e.g. 3,7,8.")
     @click.option("--id_file", default=None, help="File whose lines start with an id.")
+    @click.option("--gallery", default=None,
+                  help="Remove every item whose label is in GALLERY/gallery.txt (PaddleX 3.0's data_root).")
+    @click.option("--label_file", default=None, help="With --gallery: the label file (default: GALLERY/gallery.txt).")
+    @click.option("--index_type", default=None,
+                  help="Optional check: the index's type (Flat, IVF, HNSW32); another is an error.")
     @guarded
-    def remove(index_dir: str, ids: str | None, id_file: str | None) -> None:
-        """Remove items by id (unknown ids are an error; the index is then unchanged)."""
+    def remove(index_dir: str, ids: str | None, id_file: str | None, gallery: str | None, label_file: str | None,
+               index_type: str | None) -> None:
+        """Remove items by id, or by the labels of a gallery (unknown ids are an error; the index is then unchanged)."""
         from ..errors import ConfigError
         from ..pipelines.gallery import read_id_file
+        from ..pipelines.index_forms import check_same_kind, ids_for_gallery_labels
         from ..retrieval import IndexData, writer_lock
 
-        if (ids is None) == (id_file is None):
-            raise ConfigError("give exactly one of --ids or --id_file")
+        if sum(given is not None for given in (ids, id_file, gallery)) != 1:
+            raise ConfigError("give exactly one of --ids, --id_file or --gallery")
+        if label_file is not None and gallery is None:
+            raise ConfigError("--label_file only applies with --gallery")
         try:
-            wanted = read_id_file(id_file) if id_file else [int(part) for part in ids.split(",") if part.strip()]
+            wanted = read_id_file(id_file) if id_file else \
+                [int(part) for part in ids.split(",") if part.strip()] if ids is not None else None
         except ValueError:
             raise ConfigError(f"--ids must be comma-separated integers, got {ids!r}") from None
         with writer_lock(index_dir):
             index = IndexData.load(index_dir)
+            check_same_kind(index, index_type, None, "index remove")
+            if wanted is None:
+                wanted = ids_for_gallery_labels(index, gallery, label_file)
             index.remove(wanted)
             index.save(index_dir)
         click.echo(f"removed {len(wanted)} ids; {len(index)} items left in {index_dir}")

@@ -10,11 +10,15 @@ from typing import Any
 import click
 
 from .guard import guarded
+from .options import hpi_config_from_json
 
 
 def run_server(pipeline: str | None, host: str | None, port: int | None, device: str | None,
                use_hpip: bool, data_dir: str | None, api_key: str | None, **options: Any) -> None:
-    """Shared by ``viewfinder serve`` and the root ``--serve`` flag."""
+    """Shared by ``viewfinder serve`` and the root ``--serve`` flag.
+
+    An absent ``--use_hpip`` leaves the pipeline YAML's ``use_hpip`` / ``enable_hpi`` in force.
+    """
     from ..errors import ViewfinderError
     from ..serving import serve
 
@@ -23,7 +27,12 @@ def run_server(pipeline: str | None, host: str | None, port: int | None, device:
     create_kwargs: dict[str, Any] = {}
     if options.pop("random_init", False):
         create_kwargs["pretrained"] = False
-    serve(pipeline, host=host, port=port, device=device, use_hpip=use_hpip, data_dir=data_dir,
+    hpi_config = options.pop("hpi_config", None)
+    if isinstance(hpi_config, str):
+        hpi_config = hpi_config_from_json(hpi_config)
+    if hpi_config is not None:
+        create_kwargs["hpi_config"] = hpi_config
+    serve(pipeline, host=host, port=port, device=device, use_hpip=use_hpip or None, data_dir=data_dir,
           api_key=api_key, **{k: v for k, v in options.items() if v is not None}, **create_kwargs)
 
 
@@ -33,7 +42,9 @@ def register(cli: click.Group) -> None:
     @click.option("--host", default=None, help="Address to listen on (default 0.0.0.0).")
     @click.option("--port", type=int, default=None, help="Port (default 8080).")
     @click.option("--device", default=None, help="cpu, gpu, gpu:N (default: GPU 0 if available).")
-    @click.option("--use_hpip", is_flag=True, help="High-performance inference (ONNX Runtime on CPU).")
+    @click.option("--use_hpip", "--enable_hpi", "use_hpip", is_flag=True,
+                  help="High-performance inference (ONNX Runtime on CPU); --enable_hpi: PaddleX 3.0's config name.")
+    @click.option("--hpi_config", default=None, help="With --use_hpip: PaddleX's hpi_config as JSON.")
     @click.option("--data_dir", default=None, help="Folder for PP-ShiTuV2 indexes, one sub-folder per indexKey "
                                                    "(default ./.index).")
     @click.option("--memory_index", is_flag=True, help="Keep indexes in memory only (lost on exit).")
@@ -54,11 +65,12 @@ def register(cli: click.Group) -> None:
     @click.option("--log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
     @guarded
     def serve_command(pipeline: str, host: str | None, port: int | None, device: str | None, use_hpip: bool,
-                      data_dir: str | None, memory_index: bool, api_key: str | None, workers: int | None,
-                      processes: int | None, visualize: bool | None, max_queue: int | None,
+                      hpi_config: str | None, data_dir: str | None, memory_index: bool, api_key: str | None,
+                      workers: int | None, processes: int | None, visualize: bool | None, max_queue: int | None,
                       request_timeout_s: float | None, random_init: bool, log_level: str) -> None:
         """Serve a pipeline over HTTP with PaddleX's endpoints (FastAPI; OpenAPI at /docs)."""
         run_server(pipeline, host, port, device, use_hpip, data_dir, api_key, memory_index=memory_index,
+                   hpi_config=hpi_config,
                    workers=workers, processes=processes, visualize=visualize, max_queue=max_queue,
                    request_timeout_s=request_timeout_s, random_init=random_init, log_level=log_level)
 

@@ -19,6 +19,7 @@ def register(cli: click.Group) -> None:
     @cli.command("train")
     @click.option("--model", default=None, help="Zoo model to start from (see `viewfinder models`).")
     @click.option("--model_dir", default=None, help="Saved model dir to start from instead.")
+    @click.option("--weights", default=None, help="Weight file for --model (.safetensors, .pth, .pdparams).")
     @click.option("--dataset", "dataset_dir", default=None, help="Dataset root.")
     @click.option("--type", "dataset_type", default=None, help="ClsDataset, MLClsDataset or ShiTuRecDataset.")
     @click.option("--output", default=None, help="Output folder (default: output).")

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..device import resolve_device
 from ..engines.export import weights_hash
+from ..engines.paddle_options import resolve_runtime
 from ..engines.select import build_engine
 from ..engines.torch_engine import set_cpu_threads
 from ..errors import ConfigError
@@ -39,6 +40,10 @@ def create_model(
     fp16: bool = False,
     torch_compile: bool = False,
     task: str | None = None,
+    use_hpip: bool | None = None,
+    enable_hpi: bool | None = None,
+    pp_option: Any = None,
+    hpi_config: dict[str, Any] | None = None,
     **params: Any,
 ) -> BasePredictor:
     """Build a predictor for ``model_name`` (a PaddleX model name) or a saved ``model_dir``.
@@ -57,9 +62,15 @@ def create_model(
     ``task`` asks for another task's predictor when the model can serve it, e.g.
     ``task="image_feature"`` turns any classifier into a feature extractor (pooled features).
     Without it, a ``model_dir``'s ``config.yaml`` ``task`` (the task it was trained for) is used.
+
+    PaddleX's ``use_hpip`` (alias ``enable_hpi``), ``hpi_config`` and ``pp_option`` are mapped onto
+    the above, or refused with the reason (:mod:`viewfinder.engines.paddle_options`).
     """
     if model_name is None and model_dir is None:
         raise ConfigError("create_model needs a model_name or a model_dir")
+    runtime = resolve_runtime(device=device, engine=engine, cpu_threads=cpu_threads, fp16=fp16, use_hpip=use_hpip,
+                              enable_hpi=enable_hpi, pp_option=pp_option, hpi_config=hpi_config)
+    device, engine, cpu_threads, fp16 = runtime.device, runtime.engine, runtime.cpu_threads, runtime.fp16
     torch_device = resolve_device(device)
     set_cpu_threads(cpu_threads)
     network = load_network(model_name, model_dir, weights, pretrained)

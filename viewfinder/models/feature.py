@@ -14,7 +14,8 @@ returns an ``[N, D]`` float32 array for already-decoded RGB images (crops, galle
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,13 +23,22 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, ViewfinderError
-from ..io import DecodedImage
+from ..io import DecodedImage, decode_image, full_image_loader
 from ..results import BaseResult, FeatureResult
 from .predictor import BasePredictor
 
 FEATURE_TASK = "image_feature"
 #: tasks whose networks can be turned into feature extractors (pooled pre-logits)
 CLASSIFIER_TASKS = ("image_classification", "image_multilabel_classification")
+
+
+def _drawing_loader(image: DecodedImage) -> Callable[[], np.ndarray]:
+    """What ``FeatureResult.img`` draws on: a local file is read again on demand, so a result
+    keeps no pixels (gallery-sized runs of ``predict()`` would otherwise hold every image)."""
+    path = image.input_path
+    if path and not path.startswith(("http://", "https://")) and Path(path).is_file():
+        return lambda: decode_image(path).rgb
+    return full_image_loader(image)
 
 
 def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -134,6 +144,7 @@ class FeaturePredictor(BasePredictor):
     def _postprocess(self, outputs: Any, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
         features = self._to_features(outputs, len(images))
         return [
-            FeatureResult({"input_path": image.input_path, "page_index": None, "feature": feature})
+            FeatureResult({"input_path": image.input_path, "page_index": None, "feature": feature},
+                          image_loader=_drawing_loader(image))
             for image, feature in zip(images, features)
         ]

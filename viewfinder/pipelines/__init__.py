@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from .base import BasePipeline
 from .config import default_config_text, load_config
 from .image_classification import ImageClassificationPipeline
+from .legacy_config import is_legacy, legacy_pipeline_name
 from .multilabel import MultiLabelClassificationPipeline
 from .shitu import ShiTuV2Pipeline
 
@@ -33,14 +34,29 @@ def pipeline_class(pipeline: str | Path) -> type[BasePipeline]:
 
 
 def create_pipeline(pipeline: str | Path | None = None, config: dict[str, Any] | None = None,
-                    device: str | None = None, use_hpip: bool = False, **kwargs: Any) -> BasePipeline:
-    """Create a pipeline from a registered name or a YAML file; ``config`` overrides the file."""
+                    device: str | None = None, use_hpip: bool | None = None, *, pp_option: Any = None,
+                    hpi_config: dict[str, Any] | None = None, enable_hpi: bool | None = None,
+                    **kwargs: Any) -> BasePipeline:
+    """Create a pipeline from a registered name or a YAML file; ``config`` overrides the file.
+
+    PaddleX's runtime options are honoured or refused with a reason, never dropped:
+    ``use_hpip`` (alias ``enable_hpi``), ``hpi_config`` and ``pp_option`` (a dict or a
+    PaddlePredictorOption-like object: device, run_mode, cpu_threads); arguments win over the
+    config's top-level keys of the same names. Other keywords: ``pretrained``, ``cpu_threads``,
+    ``engine``, ``fp16``, and the pipeline's own (PP-ShiTuV2: ``index_dir``); any other raises
+    :class:`~viewfinder.errors.ConfigError`.
+    """
     if pipeline is None:
-        if not config or "pipeline_name" not in config:
-            raise ConfigError("create_pipeline needs a pipeline name, a YAML path or a config with pipeline_name")
-        pipeline = config["pipeline_name"]
+        name = legacy_pipeline_name(config, "config") if config and is_legacy(config) else \
+            (config or {}).get("pipeline_name")
+        if name is None:
+            raise ConfigError("create_pipeline needs a pipeline name, a YAML path or a config with pipeline_name "
+                              "(or PaddleX 3.0's Global.pipeline_name)")
+        pipeline = name
     merged = load_config(pipeline, config, PIPELINE_NAMES)
-    return PIPELINE_CLASSES[merged["pipeline_name"]](merged, device=device, use_hpip=use_hpip, **kwargs)
+    runtime = {k: v for k, v in (("pp_option", pp_option), ("hpi_config", hpi_config),
+                                 ("enable_hpi", enable_hpi)) if v is not None}
+    return PIPELINE_CLASSES[merged["pipeline_name"]](merged, device=device, use_hpip=use_hpip, **runtime, **kwargs)
 
 
 def list_pipelines() -> list[str]:

@@ -4,11 +4,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from ..engines.paddle_options import hpip_switch, resolve_runtime
 from ..io import DecodedImage, decode_image
 from ..models import create_model
 from ..models.predictor import BasePredictor
 from ..predict_params import reject_unknown_params
 from ..results import BaseResult
+
+#: ``create_pipeline`` keywords every pipeline takes (besides ``device``, ``use_hpip`` and
+#: PaddleX's ``enable_hpi`` / ``pp_option`` / ``hpi_config``); they reach every model
+MODEL_OPTIONS = ("pretrained", "cpu_threads", "engine", "fp16")
+#: PaddleX's runtime options, as ``create_pipeline`` keywords or top-level config keys
+RUNTIME_OPTIONS = ("enable_hpi", "pp_option", "hpi_config")
 
 
 class BasePipeline:
@@ -18,22 +25,41 @@ class BasePipeline:
     #: The keyword parameters ``predict()`` takes; any other raises ConfigError. The CLI
     #: derives which of its flags apply to the pipeline from it.
     predict_params: tuple[str, ...] = ()
+    #: ``create_pipeline`` keywords of this pipeline beyond ``MODEL_OPTIONS`` (PP-ShiTuV2: ``index_dir``)
+    create_params: tuple[str, ...] = ()
 
-    def __init__(self, config: dict[str, Any], device: str | None = None, use_hpip: bool = False,
+    def __init__(self, config: dict[str, Any], device: str | None = None, use_hpip: bool | None = None,
                  **kwargs: Any) -> None:
+        # An unknown keyword would otherwise be dropped without a word (PaddleX passes **kwargs on).
+        reject_unknown_params(f"create_pipeline({self.name!r})", kwargs,
+                              (*MODEL_OPTIONS, *RUNTIME_OPTIONS, *self.create_params))
         self.config = config
-        self.device = device
-        self.use_hpip = use_hpip
-        self.options = kwargs
+        # Arguments win over the config's top-level keys (PaddleX's precedence).
+        hpip = hpip_switch(use_hpip, kwargs.pop("enable_hpi", None), "create_pipeline")
+        if hpip is None:
+            hpip = hpip_switch(config.get("use_hpip"), config.get("enable_hpi"), "pipeline config")
+        pp_option = kwargs.pop("pp_option", None)
+        hpi_config = kwargs.pop("hpi_config", None)
+        runtime = resolve_runtime(
+            device=device if device is not None else config.get("device"),
+            engine=kwargs.get("engine"), cpu_threads=kwargs.get("cpu_threads"), fp16=bool(kwargs.get("fp16")),
+            use_hpip=hpip, pp_option=pp_option if pp_option is not None else config.get("pp_option"),
+            hpi_config=hpi_config if hpi_config is not None else config.get("hpi_config"),
+        )
+        self.device = runtime.device
+        self.use_hpip = runtime.use_hpip
+        self.options = {**kwargs, "engine": runtime.engine, "cpu_threads": runtime.cpu_threads,
+                        "fp16": runtime.fp16 or None}
+        self.options = {k: v for k, v in self.options.items() if v is not None}
 
     def _create_submodel(self, entry: dict[str, Any], **params: Any) -> BasePredictor:
         values = {k: v for k, v in entry.items() if k not in ("module_name", "spec") and v is not None}
         values.update({k: v for k, v in params.items() if v is not None})
-        for key in ("pretrained", "cpu_threads", "engine"):
+        for key in MODEL_OPTIONS:
             if key in self.options and key not in values:
                 values[key] = self.options[key]
-        if self.use_hpip:  # PaddleX's high-performance inference: ONNX Runtime here
-            values["engine"] = "onnxruntime"
+        if self.use_hpip:  # PaddleX's high-performance inference (ONNX Runtime unless hpi_config says otherwise)
+            values["engine"] = self.options["engine"]
         return create_model(device=self.device, **values)
 
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:

@@ -1,4 +1,7 @@
-"""Pipeline configs: PaddleX 3.x YAML (``pipeline_name`` + ``SubModules``) plus dict overrides."""
+"""Pipeline configs: PaddleX 3.x YAML (``pipeline_name`` + ``SubModules``) plus dict overrides.
+
+PaddleX 3.0-beta's ``Global`` + ``Pipeline`` form is read too (:mod:`.legacy_config`).
+"""
 from __future__ import annotations
 
 import copy
@@ -9,6 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .legacy_config import from_legacy, is_legacy
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -62,11 +66,17 @@ def load_config(source: str | Path, override: dict[str, Any] | None = None,
         if not path.is_file():
             raise ConfigError(f"pipeline config {path} does not exist")
         config = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        if is_legacy(config):  # PaddleX 3.0-beta's Global/Pipeline form, over the shipped YAML
+            partial = from_legacy(config, str(path), path.resolve().parent)
+            config = _deep_merge(default_config(partial["pipeline_name"]), partial)
         # relative paths inside a config file (ONNX specs, index folders) are relative to it
         config["_config_dir"] = str(path.resolve().parent)
     if override:
         if not isinstance(override, dict):
             raise ConfigError("config overrides must be a dict")
+        if is_legacy(override):
+            override = from_legacy(override, "config override", Path.cwd(),
+                                   pipeline_name=known.get(config.get("pipeline_name")))
         name = override.get("pipeline_name")
         if name is not None and known.get(name, name) != known.get(config.get("pipeline_name"), config.get("pipeline_name")):
             raise ConfigError(f"config override is for pipeline {name!r}, not {config.get('pipeline_name')!r}")

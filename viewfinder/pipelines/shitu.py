@@ -34,6 +34,7 @@ from ..results import BaseResult, ErrorResult, ShiTuResult
 from .base import BasePipeline
 from .config import default_config, submodule
 from .gallery import read_gallery_file, read_id_file
+from .index_forms import check_same_kind, gallery_arguments, ids_for_gallery_labels, index_argument
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,13 @@ def _is_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
 
 
+def _index_argument(index: Any, index_dir: Any, where: str) -> Any:
+    """PaddleX 3.0 named the index argument ``index_dir``, 3.x ``index``: one value from either."""
+    if index is not None and index_dir is not None:
+        raise ConfigError(f"{where}: give index or index_dir (the same argument under PaddleX 3.0's name), not both")
+    return index if index is not None else index_dir
+
+
 def _first_given(*values: Any) -> Any:
     """The first value that is not None (a predict() keyword, then the config's value)."""
     return next((value for value in values if value is not None), None)
@@ -75,7 +83,8 @@ def _first_given(*values: Any) -> Any:
 
 class ShiTuV2Pipeline(BasePipeline):
     name = "PP-ShiTuV2"
-    predict_params = ("index", "det_threshold", "rec_threshold", "rec_topk", "topk", "hamming_radius")
+    predict_params = ("index", "index_dir", "det_threshold", "rec_threshold", "rec_topk", "topk", "hamming_radius")
+    create_params = ("index", "index_dir")
 
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -87,7 +96,12 @@ class ShiTuV2Pipeline(BasePipeline):
         self.always_add_whole_image = bool(config.get("always_add_whole_image",
                                                       shipped["always_add_whole_image"]))
         self.dedup_threshold = config.get("dedup_threshold")
-        self._default_index = None if _is_none(config.get("index")) else config["index"]
+        configured = _index_argument(None if _is_none(config.get("index")) else config["index"],
+                                     None if _is_none(config.get("index_dir")) else config["index_dir"],
+                                     "pipeline config")
+        given = _index_argument(self.options.pop("index", None), self.options.pop("index_dir", None),
+                                "create_pipeline")
+        self._default_index = given if given is not None else configured
         self._check_numbers(self.det_threshold, self.rec_threshold, self.rec_topk)
         # `Detection: null` recognises whole images only (no mainbody detector).
         modules = config.get("SubModules") or {}
@@ -223,15 +237,13 @@ class ShiTuV2Pipeline(BasePipeline):
                     show_progress: bool = True, **index_params: Any):
         """Embed a gallery and index it; returns the :class:`~viewfinder.IndexData` (``.save(dir)`` it).
 
-        Forms: ``(folder, label_file)``, ``(list_of_images, list_of_labels)``, and the older
-        ``build_index(data_root=folder, index_dir=out)`` reading ``folder/gallery.txt`` and
-        saving into ``index_dir``. Unreadable images are skipped and listed in ``self.last_report``.
+        Forms: ``(folder, label_file)``, ``(list_of_images, list_of_labels)``, and PaddleX 3.0's
+        ``build_index(data_root=folder, index_dir=out, index_type=...)`` reading ``folder/gallery.txt``
+        and saving into ``index_dir``. Unreadable images are skipped and listed in ``self.last_report``.
         """
         from ..retrieval import IndexData
 
-        if data_root is not None and gallery_imgs is None:
-            gallery_imgs = data_root
-            gallery_label = gallery_label or Path(data_root) / "gallery.txt"
+        gallery_imgs, gallery_label = gallery_arguments(gallery_imgs, gallery_label, data_root, "build_index")
         sources, labels, paths, skipped = self._gallery(gallery_imgs, gallery_label)
         features, kept, metadata = self._embed_gallery(sources, labels, paths, skipped, show_progress)
         index = IndexData.build(features, kept, index_type=index_type, metric_type=metric_type,
@@ -242,11 +254,24 @@ class ShiTuV2Pipeline(BasePipeline):
             index.save(index_dir)
         return index
 
-    def append_index(self, gallery_imgs: Any, gallery_label: Any, index: Any, show_progress: bool = True):
-        """Add images to ``index`` (an IndexData or folder); type and metric come from the index."""
-        target = self._load_index(index)
+    def append_index(self, gallery_imgs: Any = None, gallery_label: Any = None, index: Any = None,
+                     show_progress: bool = True, *, data_root: Any = None, index_dir: Any = None,
+                     index_type: str | None = None, metric_type: str | None = None):
+        """Add images to ``index`` (an IndexData or folder); type and metric come from the index.
+
+        PaddleX 3.0's form ``append_index(data_root=folder, index_dir=dir)`` reads
+        ``folder/gallery.txt`` and saves the grown index back into ``dir``. An ``index_type`` or
+        ``metric_type`` other than the index's own is an error (PaddleX PR #2490).
+        """
+        gallery_imgs, gallery_label = gallery_arguments(gallery_imgs, gallery_label, data_root, "append_index")
+        source, save_to = index_argument(index, index_dir, "append_index")
+        target = self._load_index(source)
+        check_same_kind(target, index_type, metric_type, "append_index")
         self._check_index(target)  # before the slow part
-        return self.append_embedding(self.embed_gallery(gallery_imgs, gallery_label, show_progress), target)
+        target = self.append_embedding(self.embed_gallery(gallery_imgs, gallery_label, show_progress), target)
+        if save_to is not None:
+            target.save(save_to)
+        return target
 
     def embed_gallery(self, gallery_imgs: Any, gallery_label: Any, show_progress: bool = True) -> GalleryEmbedding:
         """Embed gallery images (any form ``append_index`` takes) without touching an index."""
@@ -265,27 +290,45 @@ class ShiTuV2Pipeline(BasePipeline):
         self.last_report = GalleryReport(added=len(embedding.labels), skipped=list(embedding.skipped))
         return target
 
-    def remove_index(self, remove_ids: Any, index: Any):
-        """Remove ids (a list, or a file whose lines start with an id) from ``index``."""
-        target = self._load_index(index)
-        ids = read_id_file(remove_ids) if isinstance(remove_ids, (str, Path)) else list(remove_ids)
+    def remove_index(self, remove_ids: Any = None, index: Any = None, *, data_root: Any = None,
+                     index_dir: Any = None, index_type: str | None = None, metric_type: str | None = None,
+                     gallery_label: Any = None):
+        """Remove ids (a list, or a file whose lines start with an id) from ``index``.
+
+        PaddleX 3.0's form ``remove_index(data_root=folder, index_dir=dir)`` removes every entry
+        whose label appears in ``folder/gallery.txt`` (as PaddleX 3.0 did) and saves ``dir``.
+        """
+        source, save_to = index_argument(index, index_dir, "remove_index")
+        target = self._load_index(source)
+        check_same_kind(target, index_type, metric_type, "remove_index")
+        if (remove_ids is None) == (data_root is None):
+            raise ConfigError("remove_index takes remove_ids (ids or an id file) or PaddleX 3.0's data_root "
+                              "(a gallery folder whose labels are removed), one of them")
+        if data_root is not None:
+            ids = ids_for_gallery_labels(target, data_root, gallery_label)
+        else:
+            ids = read_id_file(remove_ids) if isinstance(remove_ids, (str, Path)) else list(remove_ids)
         target.remove(ids)
+        if save_to is not None:
+            target.save(save_to)
         return target
 
     # ------------------------------------------------------------------ predict
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         """Lazily yield a :class:`ShiTuResult` per image.
 
-        ``index`` (an IndexData or index folder), ``det_threshold``, ``rec_threshold`` and
-        ``rec_topk`` (``topk`` is accepted for it) override the config's values;
-        ``hamming_radius`` (PaddleX's, for binary indexes) is accepted and not used.
+        ``index`` (an IndexData or index folder; PaddleX 3.0's ``index_dir`` is accepted for it),
+        ``det_threshold``, ``rec_threshold`` and ``rec_topk`` (``topk`` is accepted for it)
+        override the config's values; ``hamming_radius`` (PaddleX's, for binary indexes) is
+        accepted and not used.
         """
         self.check_predict_params(params)
+        index = _index_argument(params.get("index"), params.get("index_dir"), "predict()")
         det = _first_given(params.get("det_threshold"), self.det_threshold)
         rec = _first_given(params.get("rec_threshold"), self.rec_threshold)
         k = _first_given(params.get("rec_topk"), params.get("topk"), self.rec_topk)
         self._check_numbers(det, rec, k)
-        gallery = self._load_index(_first_given(params.get("index"), self._default_index))
+        gallery = self._load_index(_first_given(index, self._default_index))
         self._check_index(gallery)
         return self._predict(input, gallery, float(det), float(rec), int(k))
 

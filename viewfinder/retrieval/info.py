@@ -7,6 +7,7 @@ from typing import Any
 
 from viewfinder.retrieval import storage
 from viewfinder.retrieval.index import IndexData
+from viewfinder.retrieval.legacy_pickle import PICKLE_FILE
 
 
 def index_info_command(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -18,7 +19,7 @@ def index_info_command(directory: str | os.PathLike[str]) -> dict[str, Any]:
     index = IndexData.load(directory)
     info = index.info()
     d = Path(directory)
-    names = (storage.VECTOR_FILE, storage.YAML_FILE, storage.ALT_YAML_FILE, storage.PENDING_FILE)
+    names = (storage.VECTOR_FILE, storage.YAML_FILE, storage.ALT_YAML_FILE, storage.PENDING_FILE, PICKLE_FILE)
     info["path"] = str(d)
     info["files"] = {n: (d / n).stat().st_size for n in names if (d / n).is_file()}
     return info

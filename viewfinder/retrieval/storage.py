@@ -1,7 +1,9 @@
 """Crash-safe index folders and the pickle-free byte format.
 
 Folder layout (PaddleX's): ``vector.index`` (faiss) + ``id_map.yaml`` (index_type,
-metric_type, id_map, plus our keys). ``id_map.yaml`` records the size and SHA-256 of the
+metric_type, id_map, plus our keys). PaddleClas-era folders (``id_map.pkl`` instead of the
+YAML) are read through a restricted unpickler (:mod:`.legacy_pickle`); saving one writes
+``id_map.yaml``, which is read from then on. ``id_map.yaml`` records the size and SHA-256 of the
 ``vector.index`` it belongs to, so a mismatched pair is detected, never silently used.
 
 Save protocol (all files written in the folder itself, fsynced, then renamed):
@@ -31,7 +33,7 @@ import faiss
 import numpy as np
 
 from viewfinder.errors import RetrievalIndexError
-from viewfinder.retrieval import idmap_yaml
+from viewfinder.retrieval import idmap_yaml, legacy_pickle
 
 try:  # POSIX only; elsewhere saves are still atomic, just not mutually excluded.
     import fcntl
@@ -191,6 +193,14 @@ def _mismatch(vec: Path, stamp: dict[str, Any], yaml_name: str) -> RetrievalInde
                                "(partial copy or edited by hand?)")
 
 
+def _read_faiss(vec: Path) -> faiss.Index:
+    try:
+        return faiss.read_index(str(vec))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RetrievalIndexError(f"{vec} is not a readable faiss index (truncated or corrupt?): {first}") from None
+
+
 def load_folder(directory: str | os.PathLike[str]) -> tuple[faiss.Index, Any, str]:
     """Read the consistent (faiss index, YAML document, YAML file name) of a folder."""
     d = Path(directory)
@@ -211,8 +221,13 @@ def load_folder(directory: str | os.PathLike[str]) -> tuple[faiss.Index, Any, st
                     chosen = pending  # a save died between its last two renames
             if chosen is None:
                 chosen = next((d / n for n in (YAML_FILE, ALT_YAML_FILE) if (d / n).is_file()), None)
+                if chosen is None and (d / legacy_pickle.PICKLE_FILE).is_file():
+                    index = _read_faiss(vec)  # a PaddleClas-era folder: the pickle holds only the id map
+                    return index, legacy_pickle.paddleclas_document(index, d / legacy_pickle.PICKLE_FILE), \
+                        legacy_pickle.PICKLE_FILE
                 if chosen is None:
-                    raise RetrievalIndexError(f"{d}: missing {YAML_FILE} (or {ALT_YAML_FILE})")
+                    raise RetrievalIndexError(f"{d}: missing {YAML_FILE} (or {ALT_YAML_FILE}), and no PaddleClas "
+                                              f"{legacy_pickle.PICKLE_FILE} either")
                 stamp = _stamp(idmap_yaml.read_header(str(chosen)))
                 if stamp:
                     actual = actual or sha256_file(vec)
@@ -220,12 +235,7 @@ def load_folder(directory: str | os.PathLike[str]) -> tuple[faiss.Index, Any, st
                         raise _mismatch(vec, stamp, chosen.name)
             name = YAML_FILE if chosen == pending else chosen.name
             doc = idmap_yaml.load(chosen.read_text(encoding="utf-8"), source=str(d / name))
-            try:
-                index = faiss.read_index(str(vec))
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise RetrievalIndexError(f"{vec} is not a readable faiss index (truncated or corrupt?): "
-                                          f"{first}") from None
+            index = _read_faiss(vec)
     except UnicodeDecodeError as exc:
         raise RetrievalIndexError(f"{d}: the YAML file is not UTF-8 text: {exc}") from None
     except OSError as exc:

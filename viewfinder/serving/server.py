@@ -29,7 +29,7 @@ def build_config(pipeline_config: dict[str, Any] | None, **overrides: Any) -> Se
     return config
 
 
-def load_pipeline(source: str, config: ServingConfig, device: str | None = None, use_hpip: bool = False,
+def load_pipeline(source: str, config: ServingConfig, device: str | None = None, use_hpip: bool | None = None,
                   **create_kwargs: Any) -> Any:
     """``create_pipeline`` with each engine capped at ``config.engine_threads`` CPU threads."""
     from ..engines.torch_engine import set_cpu_threads
@@ -72,7 +72,7 @@ def uvicorn_log_config(log_level: str) -> dict[str, Any]:
 
 
 def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = None, device: str | None = None,
-          use_hpip: bool = False, data_dir: str | Path | None = None, api_key: str | None = None,
+          use_hpip: bool | None = None, data_dir: str | Path | None = None, api_key: str | None = None,
           memory_index: bool = False, workers: int | None = None, visualize: bool | None = None,
           processes: int | None = None, max_queue: int | None = None, request_timeout_s: float | None = None,
           log_level: str = "info", **create_kwargs: Any) -> None:
@@ -130,7 +130,7 @@ def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = N
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
 
 
-def _process_spec(pipeline: str, config: ServingConfig, device: str | None, use_hpip: bool, log_level: str,
+def _process_spec(pipeline: str, config: ServingConfig, device: str | None, use_hpip: bool | None, log_level: str,
                   create_kwargs: dict[str, Any]) -> str:
     settings = dataclasses.asdict(config)
     settings["data_dir"] = str(config.data_dir)

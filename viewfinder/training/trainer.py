@@ -12,7 +12,8 @@ SGD with momentum 0.9 (or AdamW), linear warmup then cosine decay per step; fp16
 with gradient scaling on CUDA. Outputs under ``output``: ``config.yaml``, ``train.log``,
 ``train_result.json`` (updated every epoch), ``train_curve.png``, ``epoch_N/checkpoint.pt``
 (the latest ``keep_checkpoints``), ``last_checkpoint.pt`` (what ``resume`` continues from),
-and ``best_model/`` (a model directory, plus ``inference.onnx`` at the end).
+and ``best_model/`` (a model directory, plus ``inference.onnx`` and PaddleX's ``inference/``
+folder with ``inference.yml`` at the end).
 
 Ctrl-C (SIGINT) finishes the current step, saves ``last_checkpoint.pt`` with the position
 inside the epoch and raises :class:`~.errors.TrainingInterrupted`; resuming skips the
@@ -51,6 +52,7 @@ from .defaults import DatasetFacts, Decision, choose
 from .data import ResizedBatches, TrainDataset, load_images, train_transform
 from .evaluate import Evaluator
 from .export import postprocess_defaults, save_model_dir, try_export_onnx
+from .inference_dir import INFERENCE_DIR, INFERENCE_YML, write_inference_dir
 from .losses import AsymmetricLoss, TripletAngularMarginLoss
 from .metrics import PRIMARY_METRIC
 from .network import TrainableModel, build_trainable, freeze_groups, parameter_groups, resolve_preprocess
@@ -154,7 +156,8 @@ class Trainer:
             self.num_classes = self.dataset.num_classes
             self.labels = list(self.dataset.label_names or [])
         resuming = bool(self.resume)
-        base = load_network(cfg.model, cfg.model_dir, pretrained=cfg.pretrained and not resuming)
+        base = load_network(cfg.model, cfg.model_dir, weights=None if resuming else cfg.weights,
+                            pretrained=cfg.pretrained and not resuming)
         self.decisions: dict[str, Decision] = choose(cfg, DatasetFacts.measure(train_samples, targets, self.kind),
                                                      base.preprocess, parameter_groups(base.module))
         self.config = cfg = cfg.with_decisions(self.decisions)
@@ -435,6 +438,9 @@ class Trainer:
                     "weights": f"{BEST_DIR}/model.safetensors",
                     "config": f"{BEST_DIR}/config.yaml",
                     "onnx": f"{BEST_DIR}/inference.onnx" if (best_dir / "inference.onnx").is_file() else None,
+                    # PaddleX's layout: what Predict.model_dir=output/best_model/inference loads
+                    "inference_dir": f"{BEST_DIR}/{INFERENCE_DIR}" if done else None,
+                    "inference_config": f"{BEST_DIR}/{INFERENCE_DIR}/{INFERENCE_YML}" if done else None,
                 },
             },
             "history": self.history,
@@ -553,6 +559,7 @@ class Trainer:
                 self._export_best()
             if cfg.export_onnx:
                 self.onnx_record = try_export_onnx(self.output / BEST_DIR)
+            write_inference_dir(self.output / BEST_DIR)  # after the ONNX file, which it copies too
             result = self._result(True, started)
             _write_json(self.output / RESULT_FILE, result)
             if result["start"]["improved"] is False:
