@@ -12,12 +12,9 @@ from viewfinder import create_model
 from viewfinder.errors import WeightsError
 from viewfinder.models import get_spec
 from viewfinder.models.weights import load_weights_file, read_pdparams
-from viewfinder.models.zoo.paddle_classifiers import (
-    LCNET_KEEP,
-    PaddleMobileNetV3,
-    lcnet_from_paddle,
-    mobilenet_v3_from_paddle,
-)
+from viewfinder.models.nets.paddle_mobilenet_v3 import PaddleMobileNetV3
+from viewfinder.models.zoo.paddle_classifiers import LCNET_KEEP, lcnet_from_paddle
+from viewfinder.models.zoo.paddle_cnn import mobilenet_v3_from_paddle
 
 TOLERANCE = 1e-4
 
@@ -31,7 +28,7 @@ def _fixture(shared_dir, name):
     return folder / "model.pdparams", np.load(folder / "input.npy"), np.load(folder / "output.npy")
 
 
-@pytest.mark.parametrize("name", ["PP-LCNet_x0_25", "PP-HGNetV2-B0"])
+@pytest.mark.parametrize("name", ["PP-LCNet_x0_25", "PP-HGNetV2-B0", "MobileNetV3_small_x0_35"])
 def test_registered_classifier_loads_paddle_weights(shared_dir, name):
     weights, x, ref = _fixture(shared_dir, name)
     predictor = create_model(name, weights=weights, device="cpu", engine="torch")
@@ -51,12 +48,13 @@ def test_mobilenet_v3_faithful_module_matches_paddle(shared_dir):
     assert _relative_error(logits, ref) <= TOLERANCE
 
 
-def test_mobilenet_v3_paddle_weights_do_not_fit_timm_layout(shared_dir):
-    """The registered MobileNetV3 names build timm's network, whose shapes differ from PaddleClas's."""
-    weights, _, _ = _fixture(shared_dir, "MobileNetV3_small_x0_35")
+def test_mobilenet_v3_is_registered_as_paddleclas_builds_it():
+    """timm's MobileNetV3 shapes differ from PaddleClas's: the zoo builds the faithful network, timm's weights are refused."""
     spec = get_spec("MobileNetV3_small_x0_35")
-    with pytest.raises(WeightsError, match="pdparams"):
-        load_weights_file(spec.builder(num_classes=1000), weights, spec)
+    assert isinstance(spec.builder(num_classes=1000), PaddleMobileNetV3)
+    assert [source.name for source in spec.weight_sources] == ["paddlex"]
+    with pytest.raises(WeightsError, match="no timm weights fit MobileNetV3_small_x0_35"):
+        create_model("MobileNetV3_small_x0_35", weights="timm", device="cpu", engine="torch")
 
 
 def test_dropout_fold_is_what_makes_lcnet_match(shared_dir):

@@ -29,12 +29,15 @@ FAMILY_REPRESENTATIVES = [
     "PP-HGNetV2-B0",
     "MobileNetV1_x0_25",
     "MobileNetV2_x0_25",
+    "MobileNetV2_x1_0",  # also loads torchvision's file (tests/test_classification_real.py)
     "MobileNetV3_small_x0_35",
     "MobileNetV3_large_x0_35",
     "MobileNetV4_conv_small",
     "MobileNetV4_hybrid_medium",
-    "ResNet18",
+    "ResNet18",  # PaddleClas's first-block shortcut conv on timm's ResNet
     "ResNet18_vd",
+    "ResNet50",  # timm's resnet50 as registered
+    "ResNet50_vd",
     "ConvNeXt_tiny",
     "SwinTransformer_tiny_patch4_window7_224",
     "CLIP_vit_base_patch16_224",

@@ -81,12 +81,14 @@ def test_backend_is_validated_and_defaults_to_pillow_for_old_model_dirs():
 def test_zoo_backends_follow_each_models_recipe():
     # PaddleX's own configs: cv2 for these models...
     for name in ("PP-LCNet_x1_0", "PP-HGNetV2-B0", "ResNet50", "PP-ShiTuV2_rec", "PP-ShiTuV2_det",
-                 "PP-LCNet_x1_0_ML"):
+                 "PP-LCNet_x1_0_ML", "MobileNetV2_x1_0"):
         assert get_spec(name).preprocess.backend == "cv2", name
     # ...Pillow for the bicubic families and for torchvision's MobileNetV2 weights.
-    for name in ("ConvNeXt_tiny", "SwinTransformer_tiny_patch4_window7_224", "CLIP_vit_base_patch16_224",
-                 "MobileNetV2_x1_0"):
+    for name in ("ConvNeXt_tiny", "SwinTransformer_tiny_patch4_window7_224", "CLIP_vit_base_patch16_224"):
         assert get_spec(name).preprocess.backend == "pillow", name
+    mobilenet = get_spec("MobileNetV2_x1_0")
+    assert mobilenet.preprocess_for("torchvision").backend == "pillow"
+    assert mobilenet.preprocess_for("pdparams") is mobilenet.preprocess_for(None) is mobilenet.preprocess
 
 
 def test_borrowed_pillow_memory_matches_asarray_and_is_not_kept():

@@ -16,7 +16,8 @@ def register(cli: click.Group) -> None:
     @cli.command("evaluate")
     @click.option("--model", default=None, help="Zoo model name.")
     @click.option("--model_dir", default=None, help="Saved model dir (e.g. OUTPUT/best_model).")
-    @click.option("--weights", default=None, help="Weight file for --model.")
+    @click.option("--weights", default=None,
+                  help="Weight file for --model, or a source: paddlex, timm, torchvision.")
     @click.option("--dataset", "dataset_dir", required=True, help="Dataset root.")
     @click.option("--type", "dataset_type", required=True, help="ClsDataset, MLClsDataset or ShiTuRecDataset.")
     @click.option("--output", default="output", show_default=True, help="Folder for evaluate_result.json.")

@@ -69,7 +69,8 @@ def register(cli: click.Group) -> None:
     @cli.command("export")
     @click.option("--model", "model", default=None, help="Model name (see `viewfinder models`).")
     @click.option("--model_dir", default=None, help="A saved model folder instead of --model.")
-    @click.option("--weights", default=None, help="Weight file (.safetensors, .pth, .pdparams).")
+    @click.option("--weights", default=None,
+                  help="Weight file (.safetensors, .pth, .pdparams) or source: paddlex, timm, torchvision.")
     @click.option("--random_init", is_flag=True, help="Random weights (for speed tests).")
     @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
     @click.option("--output", "output", default=None, help="Output file (default: <model>.onnx).")

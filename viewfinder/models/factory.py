@@ -48,10 +48,11 @@ def create_model(
 ) -> BasePredictor:
     """Build a predictor for ``model_name`` (a PaddleX model name) or a saved ``model_dir``.
 
-    Weights: ``weights`` (a local file: .safetensors, .pth, .pdparams) wins, then
-    ``model_dir``, then the model's default sources (cache, then download);
-    ``pretrained=False`` gives random initialisation. Extra keyword arguments are
-    inference parameters such as ``topk``.
+    Weights: ``weights`` (a local file: .safetensors, .pth, .pdparams; or one of the
+    model's sources by name: ``"paddlex"``, ``"timm"``, ``"torchvision"``) wins, then
+    ``model_dir``, then the model's default sources (PaddleX's file where a converter
+    exists; cache, then download); ``pretrained=False`` gives random initialisation. Extra
+    keyword arguments are inference parameters such as ``topk``.
 
     Engine: ``engine=None`` means ``$VIEWFINDER_ENGINE`` or ``"auto"``: ONNX Runtime on CPU
     (exported once into ``$VIEWFINDER_HOME/onnx/`` and validated against torch), torch on a

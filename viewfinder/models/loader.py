@@ -23,7 +23,7 @@ from .model_dir import read_model_dir
 from .paddlex_dir import detector_nms, exported_state_dict, is_paddlex_dir, load_exported_weights, read_paddlex_dir
 from .preprocess import PreprocessConfig
 from .registry import ModelSpec, get_spec
-from .weights import load_weights_file, resolve_default_weights
+from .weights import load_requested_weights, load_weights_file, resolve_default_weights
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,11 @@ def load_network(
 ) -> LoadedNetwork:
     """Build ``model_name`` (a PaddleX model name) or the network saved in ``model_dir``, weights loaded.
 
-    Weights: ``weights`` (a local .safetensors/.pth/.pdparams file) wins, then ``model_dir``,
-    then the model's default sources (cache, then download); ``pretrained=False`` leaves
-    the network randomly initialised.
+    Weights: ``weights`` (a local .safetensors/.pth/.pdparams file, or a source name:
+    ``"paddlex"``, ``"timm"``, ``"torchvision"``) wins, then ``model_dir``, then the model's
+    default sources (cache, then download); ``pretrained=False`` leaves the network
+    randomly initialised. Preprocessing follows the weights' layout where the model knows
+    another recipe for it (``ModelSpec.preprocess_by_format``).
     """
     if model_name is None and model_dir is None:
         raise ConfigError("give a model_name or a model_dir")
@@ -79,14 +81,15 @@ def load_network(
     spec = get_spec(saved["model_name"] if saved else str(model_name))
     num_classes = int(saved.get("num_classes", spec.num_classes)) if saved else spec.num_classes
     module = build_network(spec, num_classes)
+    layout: str | None = None
     if saved and saved.get("reparameterized"):
         reparameterize(module, spec)  # saved from a PaddleX folder's fused weights
     if weights is not None:
-        load_weights_file(module, Path(weights), spec)
+        layout = load_requested_weights(spec, module, weights)
     elif saved is not None:
-        load_weights_file(module, Path(saved["weights_path"]), spec)
+        layout = load_weights_file(module, Path(saved["weights_path"]), spec)
     elif pretrained:
-        resolve_default_weights(spec, module)
+        layout = resolve_default_weights(spec, module)
     saved = saved or {}
     if saved.get("labels"):
         labels: list[str] | None = list(saved["labels"])
@@ -96,7 +99,8 @@ def load_network(
         spec=spec,
         module=module,
         num_classes=num_classes,
-        preprocess=PreprocessConfig.from_dict(saved["preprocess"]) if saved.get("preprocess") else spec.preprocess,
+        preprocess=(PreprocessConfig.from_dict(saved["preprocess"]) if saved.get("preprocess")
+                    else spec.preprocess_for(layout)),
         labels=labels,
         task=str(saved.get("task") or spec.task),
         postprocess=dict(saved.get("postprocess") or {}),

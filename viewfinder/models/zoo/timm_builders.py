@@ -19,8 +19,9 @@ def timm_builder(arch: str, **fixed: Any) -> Callable[..., nn.Module]:
     return build
 
 
-def generator_builder(module: str, function: str, variant: str, multiplier: float) -> Callable[..., nn.Module]:
-    """A builder for a width timm only reaches through a generator (e.g. PP-LCNet x0.25)."""
+def generator_builder(module: str, function: str, variant: str, multiplier: float,
+                      **fixed: Any) -> Callable[..., nn.Module]:
+    """A builder for a width timm only reaches through a generator (e.g. PP-LCNet x0.25); ``fixed``: its kwargs."""
 
     def build(num_classes: int = 1000, **kwargs: Any) -> nn.Module:
         import importlib
@@ -30,7 +31,7 @@ def generator_builder(module: str, function: str, variant: str, multiplier: floa
         previous = timm_logger.level
         timm_logger.setLevel(logging.ERROR)  # "no pretrained config" is expected for these widths
         try:
-            return generator(variant, multiplier, pretrained=False, num_classes=num_classes, **kwargs)
+            return generator(variant, multiplier, pretrained=False, num_classes=num_classes, **fixed, **kwargs)
         finally:
             timm_logger.setLevel(previous)
 
