@@ -78,7 +78,8 @@ def check(folder: Path) -> dict:
     spec = get_spec(name)
     sources = ", ".join(s.kind if s.kind != "url" else f"{s.format} url" for s in spec.weight_sources) or "none"
     row = {"name": name, "arch": spec.arch, "params": spec.param_count, "error": relative_error(ours, ref),
-           "sources": sources}
+           "sources": sources, "compared": "float64 reference" if meta.get("dtype", "float32") != "float32"
+           else "float32"}
     if (folder / FLOAT64_OUTPUTS).is_file():
         # an ill-conditioned network (make_fixtures.add_float64_outputs): judge float64 against float64
         with np.load(folder / FLOAT64_OUTPUTS) as saved:
@@ -89,6 +90,13 @@ def check(folder: Path) -> dict:
         row["error_float32"] = row["error"]
         row["error"] = relative_error(ours64.numpy(), ref64)
     return row
+
+
+def compared_in(row: dict) -> str:
+    """The precision the parity error was measured in (the Markdown table's column)."""
+    if "error_float32" in row:
+        return f"float64 (float32: {row['error_float32']:.1e})"
+    return row.get("compared", "float32")
 
 
 def float32_note(row: dict) -> str:
@@ -127,8 +135,10 @@ def main() -> None:
               flush=True)
     print(f"{len(rows) - failures}/{len(rows)} within {TOLERANCE:g}")
     if args.markdown:
-        lines = ["| model | architecture | parameters | parity error | weight sources |", "|---|---|---|---|---|"]
-        lines += [f"| {r['name']} | {r['arch']} | {r['params'] or '?':,} | {r['error']:.1e} {'' if r['result'] == 'ok' else '**FAIL**'} | {r['sources']} |"
+        lines = ["| model | architecture | parameters | parity error | compared in | weight sources |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['arch']} | {r['params'] or '?':,} | {r['error']:.1e} "
+                  f"{'' if r['result'] == 'ok' else '**FAIL**'} | {compared_in(r)} | {r['sources']} |"
                   for r in rows]
         args.markdown.write_text("\n".join(lines) + "\n")
     sys.exit(1 if failures else 0)
