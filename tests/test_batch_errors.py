@@ -1,0 +1,99 @@
+"""viewfinder batch: a bad job fails on the driver, before Ray starts, with one clear error; without Ray
+installed, one line naming the extra; and no default path imports Ray.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from viewfinder import batch
+from viewfinder.cli import cli
+from viewfinder.errors import ConfigError, EngineUnavailableError, InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def job(tmp_path, photos):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "dog.jpg").write_bytes((photos / "dog.jpg").read_bytes())
+    return {"pipeline": "image_classification", "input": str(folder), "output": str(tmp_path / "out.parquet")}
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ({"input": "/nonexistent/photos"}, InputError, "no such file or folder"),
+    ({"input": "EMPTY"}, InputError, "contains no images"),
+    ({"input": "/nonexistent/*.jpg"}, InputError, "matches no images"),
+    ({"output": "out.csv"}, ConfigError, "must end in .parquet"),
+    ({"pipeline": "no_such_pipeline"}, ConfigError, "unknown pipeline or model 'no_such_pipeline'"),
+    ({"pipeline": "missing.yaml"}, ConfigError, "does not exist"),
+    ({"pipeline": "PP-ShiTuV2"}, ConfigError, "give --index"),
+    ({"labels": "gallery.txt"}, ConfigError, "--labels goes with --to_index"),
+    ({"to_index": "idx"}, ConfigError, "--to_index needs a PP-ShiTuV2 pipeline"),
+    ({"num_workers": 0}, ConfigError, "--num_workers must be a positive integer"),
+    ({"predict_kwargs": {"threshold": 0.3}}, ConfigError, "not a predict() parameter"),
+])
+def test_bad_jobs_fail_before_ray_starts(job, tmp_path, change, error, message):
+    import ray
+
+    if change.get("input") == "EMPTY":
+        (tmp_path / "empty").mkdir()
+        change = {"input": str(tmp_path / "empty")}
+    with pytest.raises(error, match=re.escape(message)):
+        batch.run(**{**job, **change}, show_progress=False)
+    assert not ray.is_initialized()
+    assert not Path(job["output"]).exists()
+
+
+def test_output_that_is_a_file_is_refused(job, tmp_path):
+    (tmp_path / "out.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ConfigError, match="is a file"):
+        batch.run(**job, show_progress=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input", "/nonexistent", "--output", "o.parquet"], "no such file or folder"),
+    (["--output", "o.txt"], "must end in .parquet"),
+    (["--pipeline", "nope", "--output", "o.parquet"], "unknown pipeline or model 'nope'"),
+])
+def test_cli_bad_jobs_exit_2_with_one_line(job, tmp_path, args, message):
+    given = dict(zip(args[::2], args[1::2]))
+    argv = ["batch", "--pipeline", given.get("--pipeline", job["pipeline"]),
+            "--input", given.get("--input", job["input"]), "--output", str(tmp_path / given["--output"])]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("viewfinder: error:") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_without_ray_one_line_names_the_extra(job, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as when it is not installed
+    with pytest.raises(EngineUnavailableError, match=r'pip install "viewfinder\[ray\]"'):
+        batch.run(**job, show_progress=False)
+    result = CliRunner().invoke(cli, ["batch", "--pipeline", job["pipeline"], "--input", job["input"],
+                                      "--output", job["output"]])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert 'pip install "viewfinder[ray]"' in result.stderr
+
+
+def test_default_paths_never_import_ray(photos, mobilenet_v2_weights):
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "import viewfinder.batch, viewfinder.commands.batch\n"
+        "from viewfinder.cli import cli\n"
+        "from viewfinder import create_model\n"
+        "assert CliRunner().invoke(cli, ['batch', '--help']).exit_code == 0\n"
+        f"model = create_model('MobileNetV2_x1_0', weights={str(mobilenet_v2_weights)!r}, device='cpu')\n"
+        f"assert next(model.predict({str(photos / 'dog.jpg')!r})).ok\n"
+        "loaded = sorted(m for m in ('ray', 'pyarrow') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
