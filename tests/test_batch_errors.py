@@ -97,3 +97,19 @@ def test_default_paths_never_import_ray(photos, mobilenet_v2_weights):
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_worker_that_cannot_load_its_model_is_one_line():
+    """Ray reports a constructor's exception as ActorDiedError with the remote traceback as text."""
+    from viewfinder.batch.cluster import worker_error
+    from viewfinder.errors import WeightsNotFoundError
+
+    class ActorDiedError(Exception):
+        error_msg = ("The actor died because of an error raised in its creation task, \x1b[36mray::MapWorker()\x1b[39m\n"
+                     "Traceback (most recent call last):\n  File \"loader.py\", line 82\n"
+                     "viewfinder.errors.WeightsNotFoundError: no weights available for PP-LCNet_x0_5 (offline)\n")
+
+    found = worker_error(ActorDiedError("died"))
+    assert isinstance(found, WeightsNotFoundError)
+    assert str(found) == "a batch worker failed: no weights available for PP-LCNet_x0_5 (offline)"
+    assert worker_error(RuntimeError("object store full")) is None  # Ray's own failures stay as they are

@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DeviceError, EngineUnavailableError
+from .. import errors
+from ..errors import DeviceError, EngineUnavailableError, ViewfinderError
 
 INSTALL_HINT = 'batch jobs need Ray Data: pip install "viewfinder[ray]"'
 
@@ -53,7 +55,8 @@ def connected(ray_address: str | None, num_workers: int | None) -> Iterator[Any]
     ray = require_ray()
     started = False
     if not ray.is_initialized():
-        quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+        # errors reach the caller as exceptions; Ray need not print them (or its workers' output) as well
+        quiet: dict[str, Any] = {"logging_level": logging.CRITICAL, "log_to_driver": False}
         if ray_address:
             ray.init(address=ray_address, **quiet)
         else:
@@ -92,10 +95,34 @@ def quiet_data_context(ray: Any) -> Iterator[None]:
     level = logger.level
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)  # its failures arrive as the exception the job raises
     try:
         yield
     finally:
         for name, value in saved.items():
             setattr(context, name, value)
         logger.setLevel(level)
+
+
+_RAISED = re.compile(r"^(?:viewfinder\.errors\.)(\w+): (.+)$", re.MULTILINE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def worker_error(exc: BaseException) -> ViewfinderError | None:
+    """A worker's own error (a model that cannot load, a bad config) as the one-line error it raised.
+
+    Ray reports an actor whose constructor raised as ``ActorDiedError`` carrying the remote
+    traceback as text; the last ``viewfinder.errors.X: message`` line in it is the user's error.
+    """
+    if isinstance(exc, ViewfinderError):
+        return exc
+    found = _RAISED.findall(_ANSI.sub("", str(getattr(exc, "error_msg", None) or exc)))
+    if not found:
+        return None
+    name, message = found[-1]
+    kind = getattr(errors, name, ViewfinderError)
+    kind = kind if isinstance(kind, type) and issubclass(kind, ViewfinderError) else ViewfinderError
+    try:
+        return kind(f"a batch worker failed: {message}")
+    except TypeError:  # an error class with a richer constructor
+        return ViewfinderError(f"a batch worker failed: {message}")

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ConfigError, ModelNotFoundError
 from . import rows as R
 from .actor import PipelineActor, WorkerSpec
-from .cluster import connected, plan_workers, quiet_data_context, require_ray
+from .cluster import connected, plan_workers, quiet_data_context, require_ray, worker_error
 from .inputs import Listing, list_gallery, list_inputs
 from .output import PartWriter, check_output, clean_unfinished, done_inputs
 
@@ -162,12 +162,18 @@ def _execute(spec: WorkerSpec, listing: Listing, pending: list[int], writer: Par
             compute=ray.data.ActorPoolStrategy(size=workers.count),
             num_cpus=workers.cpus, num_gpus=workers.gpus or None)
         written = errors = 0
-        with tqdm(total=len(items), unit="img", desc="batch", disable=not show_progress) as bar:
-            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
-                writer.add(table)
-                written += table.num_rows
-                errors += table.num_rows - table.column("error").null_count
-                bar.update(table.num_rows)
+        try:
+            with tqdm(total=len(items), unit="img", desc="batch", disable=not show_progress) as bar:
+                for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+                    writer.add(table)
+                    written += table.num_rows
+                    errors += table.num_rows - table.column("error").null_count
+                    bar.update(table.num_rows)
+        except Exception as exc:
+            own = worker_error(exc)
+            if own is None:
+                raise
+            raise own from None
         writer.flush()
     return written, errors, workers.count
 
