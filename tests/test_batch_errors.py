@@ -105,7 +105,7 @@ def test_a_worker_that_cannot_load_its_model_is_one_line():
     from viewfinder.errors import WeightsNotFoundError
 
     class ActorDiedError(Exception):
-        error_msg = ("The actor died because of an error raised in its creation task, \x1b[36mray::MapWorker()\x1b[39m\n"
+        error_msg = ("The actor died because of an error raised in its creation task, \x1b[36mray::W()\x1b[39m\n"
                      "Traceback (most recent call last):\n  File \"loader.py\", line 82\n"
                      "viewfinder.errors.WeightsNotFoundError: no weights available for PP-LCNet_x0_5 (offline)\n")
 

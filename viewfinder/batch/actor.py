@@ -38,7 +38,7 @@ def build_runner(spec: WorkerSpec) -> Any:
 
     os.environ.update(spec.environment)  # before the first model import reads them
     common: dict[str, Any] = {"device": spec.device, **spec.options}
-    if spec.cpu_threads:
+    if spec.cpu_threads and "cpu_threads" not in spec.options:  # the caller's own choice wins
         common["cpu_threads"] = spec.cpu_threads
     if spec.is_model:
         from ..models import create_model
