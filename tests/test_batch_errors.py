@@ -113,3 +113,46 @@ def test_a_worker_that_cannot_load_its_model_is_one_line():
     assert isinstance(found, WeightsNotFoundError)
     assert str(found) == "a batch worker failed: no weights available for PP-LCNet_x0_5 (offline)"
     assert worker_error(RuntimeError("object store full")) is None  # Ray's own failures stay as they are
+
+
+def test_workers_per_cpu_or_a_gpu_share_never_more_than_inputs():
+    from viewfinder.batch.cluster import Workers, plan_workers
+    from viewfinder.errors import DeviceError
+
+    class Cluster:
+        def __init__(self, **resources: float) -> None:
+            self.resources = resources
+
+        def cluster_resources(self) -> dict[str, float]:
+            return self.resources
+
+    assert plan_workers(Cluster(CPU=8), None, False, 100) == Workers(8, 1, 0.0)
+    assert plan_workers(Cluster(CPU=8), 2, False, 100) == Workers(2, 4, 0.0)  # threads = CPUs / workers
+    assert plan_workers(Cluster(CPU=8), 4, False, 3) == Workers(3, 2, 0.0)
+    assert plan_workers(Cluster(CPU=16, GPU=2), None, True, 100) == Workers(2, 1, 1.0)
+    assert plan_workers(Cluster(CPU=16, GPU=2), 8, True, 100) == Workers(8, 1, 0.25)
+    with pytest.raises(DeviceError, match="no GPU"):
+        plan_workers(Cluster(CPU=4), None, True, 10)
+
+
+def test_an_input_that_sinks_its_batch_is_retried_alone():
+    """The actor without Ray: a batch that raises is run again input by input; only the culprit fails."""
+    import pyarrow as pa
+
+    from viewfinder.batch import rows
+    from viewfinder.batch.actor import PipelineActor, WorkerSpec
+    from viewfinder.results import TopkResult
+
+    class Runner:
+        def predict(self, paths, **_):
+            if "boom.jpg" in paths:
+                raise RuntimeError("decoder crashed")
+            return iter([TopkResult({"input_path": p, "class_ids": [1], "scores": [0.5], "label_names": ["x"]})
+                         for p in paths])
+
+    actor = PipelineActor.__new__(PipelineActor)
+    actor.spec, actor.runner = WorkerSpec("image_classification", rows.CLASSES), Runner()
+    table = actor(pa.table({"input_path": ["a.jpg", "boom.jpg", "b.jpg"]}))
+    assert table.schema == rows.SCHEMAS[rows.CLASSES]
+    assert table.column("error").to_pylist() == [None, "decoder crashed", None]
+    assert table.column("label_names").to_pylist() == [["x"], None, ["x"]]
