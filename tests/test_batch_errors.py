@@ -156,3 +156,21 @@ def test_an_input_that_sinks_its_batch_is_retried_alone():
     assert table.schema == rows.SCHEMAS[rows.CLASSES]
     assert table.column("error").to_pylist() == [None, "decoder crashed", None]
     assert table.column("label_names").to_pylist() == [["x"], None, ["x"]]
+
+
+def test_resume_reads_whole_part_files_only_and_refuses_another_kind_of_job(tmp_path):
+    from viewfinder.batch import rows
+    from viewfinder.batch.output import PartWriter, clean_unfinished, done_inputs
+
+    folder = tmp_path / "o.parquet"
+    with PartWriter(folder, rows.SCHEMAS[rows.FEATURE], rows_per_file=2) as writer:
+        writer.add(rows.to_table(rows.FEATURE, [{"input_path": "a", "error": None, "feature": [1.0]},
+                                                rows.error_row("b", "unreadable")]))  # 2 rows: a part file
+        writer.add(rows.to_table(rows.FEATURE, [{"input_path": "c", "error": None, "feature": [2.0]}]))
+    assert len(writer.written) == 2  # the second at exit
+    (folder / ".part-killed-00000.parquet.tmp").write_bytes(b"PAR1 half a file")  # a run killed mid-write
+    clean_unfinished(folder)
+    assert not list(folder.glob(".*"))
+    assert done_inputs(folder, rows.SCHEMAS[rows.FEATURE]) == {"a", "b", "c"}
+    with pytest.raises(ConfigError, match="another kind of job"):
+        done_inputs(folder, rows.SCHEMAS[rows.CLASSES])

@@ -1,7 +1,7 @@
 """The output: a folder ``OUT.parquet/`` of part files that read back as one table; resume reads it.
 
-Each run adds part files and never rewrites one: a part file is written under a dot-name and
-renamed into place when complete (readers, pyarrow and Ray included, skip dot-names), so a
+Each run adds part files and never rewrites one: a part file is written under a temporary
+dot-name and renamed into place when complete (pyarrow and Ray readers skip the former), so a
 killed job leaves only whole part files and a re-run skips every input they hold. Part files
 are closed every ``rows_per_file`` rows or ``seconds_per_file`` seconds, whichever first, so a
 long job that dies loses at most that much work.
@@ -93,7 +93,7 @@ class PartWriter:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"{PART_PREFIX}{self.run_id}-{self._count:05d}.parquet"
-        temporary = self.folder / f".{name}"
+        temporary = self.folder / f".{name}.tmp"  # skipped by pyarrow (dot-name) and Ray (extension)
         pq.write_table(pa.concat_tables(self._pending), temporary)
         os.replace(temporary, self.folder / name)
         self.written.append(self.folder / name)
