@@ -9,7 +9,7 @@ import importlib
 
 import click
 
-COMMAND_MODULES: tuple[str, ...] = ("export", "serve", "index", "dataset", "train", "evaluate")
+COMMAND_MODULES: tuple[str, ...] = ("export", "serve", "index", "dataset", "train", "evaluate", "batch")
 
 
 def register_all(cli: click.Group) -> None:

@@ -10,7 +10,7 @@ from .config import default_config_text, load_config
 from .image_classification import ImageClassificationPipeline
 from .legacy_config import is_legacy, legacy_pipeline_name
 from .multilabel import MultiLabelClassificationPipeline
-from .shitu import ShiTuV2Pipeline
+from .shitu import GalleryEmbedding, ShiTuV2Pipeline, index_from_embedding
 
 # accepted name -> canonical name (PaddleX 3.x names plus their 3.0-beta1 aliases)
 PIPELINE_NAMES: dict[str, str] = {
@@ -63,5 +63,5 @@ def list_pipelines() -> list[str]:
     return sorted(set(PIPELINE_NAMES.values()))
 
 
-__all__ = ["BasePipeline", "create_pipeline", "default_config_text", "list_pipelines", "pipeline_class",
-           "PIPELINE_NAMES"]
+__all__ = ["BasePipeline", "GalleryEmbedding", "create_pipeline", "default_config_text", "index_from_embedding",
+           "list_pipelines", "pipeline_class", "PIPELINE_NAMES"]

@@ -65,6 +65,21 @@ class GalleryEmbedding:
     feature_model: dict[str, Any]
 
 
+def index_from_embedding(embedding: GalleryEmbedding, metric_type: str = "IP", index_type: str = "HNSW32",
+                         **index_params: Any):
+    """The index of an embedded gallery, as ``build_index`` makes it (``viewfinder batch --to_index`` too).
+
+    One function for both, so a gallery embedded by Ray workers and one embedded in-process
+    become the same index (labels, metadata, the feature model's record).
+    """
+    from ..retrieval import IndexData
+
+    index = IndexData.build(embedding.features, embedding.labels, index_type=index_type, metric_type=metric_type,
+                            metadata=embedding.metadata, **index_params)
+    index.feature_model = dict(embedding.feature_model)
+    return index
+
+
 def _is_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
 
@@ -241,15 +256,10 @@ class ShiTuV2Pipeline(BasePipeline):
         ``build_index(data_root=folder, index_dir=out, index_type=...)`` reading ``folder/gallery.txt``
         and saving into ``index_dir``. Unreadable images are skipped and listed in ``self.last_report``.
         """
-        from ..retrieval import IndexData
-
         gallery_imgs, gallery_label = gallery_arguments(gallery_imgs, gallery_label, data_root, "build_index")
-        sources, labels, paths, skipped = self._gallery(gallery_imgs, gallery_label)
-        features, kept, metadata = self._embed_gallery(sources, labels, paths, skipped, show_progress)
-        index = IndexData.build(features, kept, index_type=index_type, metric_type=metric_type,
-                                metadata=metadata, **index_params)
-        index.feature_model = self._feature_model()
-        self.last_report = GalleryReport(added=len(kept), skipped=skipped)
+        embedding = self.embed_gallery(gallery_imgs, gallery_label, show_progress)
+        index = index_from_embedding(embedding, metric_type, index_type, **index_params)
+        self.last_report = GalleryReport(added=len(embedding.labels), skipped=embedding.skipped)
         if index_dir is not None:
             index.save(index_dir)
         return index
