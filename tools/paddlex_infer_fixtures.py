@@ -38,6 +38,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import fcntl
+
 import numpy as np
 import paddle
 import yaml
@@ -46,6 +48,8 @@ from paddle.static import InputSpec
 import paddleclas
 
 sys.path.insert(0, os.path.dirname(paddleclas.__file__))  # paddleclas imports itself as ppcls
+sys.path.insert(0, str(Path(__file__).resolve().parent / "parity"))
+from make_fixtures import arch_config  # noqa: E402  (how each PaddleX name is built)
 from ppcls.utils import logger as ppcls_logger  # noqa: E402
 
 ppcls_logger.init_logger()
@@ -69,7 +73,17 @@ ML = {
     "PP-HGNetV2-B6_ML": ("pp_hgnet_v2", "PPHGNetV2_B6", 2048),
     "ResNet50_ML": ("resnet", "ResNet50", 2048),
 }
-FIXTURE_MODELS = ("PP-LCNet_x0_25", "PP-HGNetV2-B0", "PP-LCNet_x1_0_ML", "PP-ShiTuV2_rec", "PP-ShiTuV2_det")
+#: every other classification / feature name of tools/parity/names.txt, built from its PaddleClas
+#: config (tools/parity/make_fixtures.py). Left out: PP-LCNetV2_small / _base, which PaddleX
+#: exports re-parameterised (branches fused) and whose network (timm lcnetv2) has no fused form here.
+NAMES_FILE = ROOT / "tools" / "parity" / "names.txt"
+REFUSED = {name: "PaddleX exports it re-parameterised (each block's branches fused into one conv) and "
+                  "viewfinder's network (timm lcnetv2) has no fused form"
+           for name in ("PP-LCNetV2_small", "PP-LCNetV2_base")}
+FIXTURE_MODELS = ("PP-LCNet_x0_25", "PP-HGNetV2-B0", "PP-LCNet_x1_0_ML", "PP-ShiTuV2_rec", "PP-ShiTuV2_det",
+                  "MobileNetV3_small_x0_35")
+#: fixtures added later keep the repository small: their parameter files are always rebuilt by the tests
+REBUILT = {"MobileNetV3_small_x0_35"}
 
 NORMALIZE = {"NormalizeImage": {"channel_num": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                                 "order": "", "scale": 1 / 255}}
@@ -186,6 +200,56 @@ def build_detector(name: str = "PP-ShiTuV2_det", classes: int = 1) -> Built:
     return Built(trainer.model, trainer, None, {"Global": {"model_name": name}}, classes)
 
 
+def build_generic(name: str, classes: int | None = None) -> Built:
+    """Any other names.txt model, from its PaddleClas config (as the parity fixtures build it)."""
+    from ppcls.arch import build_model
+
+    config, shape = arch_config(name)
+    config = json.loads(json.dumps(config))
+    arch = config["Arch"]
+    size = shape[-1]
+    if arch["name"] == "RecModel":  # PP-ShiTuV2_rec_CLIP_*: the neck's output is the feature
+        count = classes or arch["Neck"]["class_num"]
+        arch["Neck"]["class_num"] = count
+        # the ArcMargin training head is not in the exported program (nor traceable: Paddle's AST
+        # conversion fails on it); leaving it out changes no program tensor
+        arch.pop("Head", None)
+        model = build_model(config)
+        yml = {
+            "Global": {"model_name": name},
+            "PreProcess": {"transform_ops": [
+                {"ResizeImage": {"size": [size, size], "return_numpy": False, "interpolation": "bilinear",
+                                 "backend": "cv2"}}, NORMALIZE, {"ToCHWImage": None}]},
+            "PostProcess": {"NormalizeFeatures": None},
+        }
+        return Built(model, _Features(model), [InputSpec([None, 3, size, size], "float32", name="x")], yml, count)
+    multilabel = "MLDecoder" in config
+    count = classes or arch["class_num"]
+    arch["class_num"] = count
+    if multilabel:
+        config["MLDecoder"]["class_num"] = count
+    model = build_model(config)
+    if multilabel:
+        ops = [{"ResizeImage": {"size": [size, size]}}, NORMALIZE, {"ToCHWImage": None}]
+        post = {"MultiLabelThreshOutput": {"threshold": 0.5, "label_list": _labels(count)}}
+        head = paddle.nn.Sigmoid()
+    else:
+        resize = 384 if size == 384 else 256
+        ops = [{"ResizeImage": {"resize_short": resize}}, {"CropImage": {"size": size}}, NORMALIZE,
+               {"ToCHWImage": None}]
+        post = {"Topk": {"topk": 5, "label_list": _labels(count)}}
+        head = paddle.nn.Softmax(axis=-1)
+    yml = {"Global": {"model_name": name}, "PreProcess": {"transform_ops": ops}, "PostProcess": post}
+    return Built(model, paddle.nn.Sequential(model, head), [InputSpec([None, 3, size, size], "float32", name="x")],
+                 yml, count)
+
+
+def generic_names() -> list[str]:
+    special = {"PP-ShiTuV2_rec", *ML}
+    return [name for name in NAMES_FILE.read_text().split()
+            if name not in {*LCNET, *HGNETV2, *special, *REFUSED}]
+
+
 def build(name: str, classes: int | None = None) -> Built:
     with paddle.utils.unique_name.guard():
         if name in LCNET or name in HGNETV2:
@@ -196,6 +260,8 @@ def build(name: str, classes: int | None = None) -> Built:
             return build_recognition(name, classes or 512)
         if name == "PP-ShiTuV2_det":
             return build_detector(name, classes or 1)
+        if name in generic_names():
+            return build_generic(name, classes)
     raise SystemExit(f"unknown model {name!r}")
 
 
@@ -274,22 +340,50 @@ def export_map(name: str) -> dict:
     return entry
 
 
-def write_maps(models: list[str]) -> None:
-    maps: dict[str, dict] = {}
-    index: dict[str, str] = {}
-    for name in models:
-        entry = export_map(name)
+def write_maps(models: list[str], merge: bool = False) -> None:
+    """Export each model and write its map; ``merge``: add to the maps file instead of replacing it.
+
+    Each model is written as soon as it is exported (under a lock: several processes may share the file).
+    """
+    failed = []
+    for position, name in enumerate(models):
+        try:
+            entry = export_map(name)
+        except Exception as exc:  # report every model, then fail
+            failed.append(name)
+            print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            continue
+        print(f"{name}: {len(entry['params'])} parameters, classes {entry['classes']}", flush=True)
+        _merge_map(name, entry, replace=position == 0 and not merge)
+    if failed:
+        sys.exit(f"failed: {' '.join(failed)}")
+
+
+def _merge_map(name: str, entry: dict, replace: bool) -> None:
+    with open(Path(tempfile.gettempdir()) / "paddle_export_maps.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        maps: dict[str, dict] = {}
+        index: dict[str, str] = {}
+        if not replace and MAPS_FILE.is_file():
+            old = json.loads(MAPS_FILE.read_text())
+            maps, index = old["maps"], old["models"]
+            index.pop(name, None)
+            maps = {key: value for key, value in maps.items() if key in set(index.values())}
         same = next((key for key, value in maps.items() if value == entry), None)
         if same is None:
             same = name
             maps[name] = entry
         index[name] = same
-        print(f"{name}: {len(entry['params'])} parameters, classes {entry['classes']} (map {same})", flush=True)
+        _write_document(maps, index)
+
+
+def _write_document(maps: dict, index: dict) -> None:
     document = {
         "generated_by": "tools/paddlex_infer_fixtures.py maps",
         "versions": {"paddlepaddle": paddle.__version__, "paddleclas": _version("paddleclas"),
                      "paddledet": _version("paddledet")},
-        "models": index,
+        "models": dict(sorted(index.items())),
+        "refused": REFUSED,
         "maps": maps,
     }
     MAPS_FILE.write_text(_dump_maps(document))
@@ -300,6 +394,7 @@ def _dump_maps(document: dict) -> str:
     """JSON with one parameter pair per line (readable diffs when a map changes)."""
     lines = ["{", f'"generated_by": {json.dumps(document["generated_by"])},',
              f'"versions": {json.dumps(document["versions"])},', f'"models": {json.dumps(document["models"], indent=1)},',
+             f'"refused": {json.dumps(document["refused"], indent=1)},',
              '"maps": {']
     for position, (key, entry) in enumerate(document["maps"].items()):
         extra = {k: v for k, v in entry.items() if k != "params"}
@@ -407,7 +502,7 @@ def write_fixture(name: str, out: Path) -> None:
     if built.input_spec is not None:
         shape = [1, *built.input_spec[0].shape[1:]]
         record["raw"] = {"seed": RAW_SEED, "shape": shape, "output": raw_output(folder, shape).ravel().tolist()}
-    if out == FIXTURES and record["pdiparams_bytes"] > COMMIT_PDIPARAMS_MAX:
+    if out == FIXTURES and (record["pdiparams_bytes"] > COMMIT_PDIPARAMS_MAX or name in REBUILT):
         (folder / "inference.pdiparams").unlink()  # rebuilt by the tests from the parity weights
     (folder / "paddlex.json").write_text(json.dumps(record) + "\n")
     print(f"{folder}: {sorted(p.name for p in folder.iterdir())}", flush=True)
@@ -453,10 +548,12 @@ def main() -> None:
     parser.add_argument("job", choices=("maps", "fixtures"))
     parser.add_argument("--models", nargs="+")
     parser.add_argument("--out", type=Path, default=FIXTURES)
+    parser.add_argument("--merge", action="store_true", help="maps: add these models to the maps file")
     args = parser.parse_args()
     paddle.set_device("cpu")
     if args.job == "maps":
-        write_maps(args.models or [*LCNET, *HGNETV2, *ML, "PP-ShiTuV2_rec", "PP-ShiTuV2_det"])
+        write_maps(args.models or [*LCNET, *HGNETV2, *ML, "PP-ShiTuV2_rec", "PP-ShiTuV2_det", *generic_names()],
+                   merge=args.merge)
         return
     for name in args.models or FIXTURE_MODELS:
         write_fixture(name, args.out)

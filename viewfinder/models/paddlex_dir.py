@@ -313,10 +313,10 @@ def exported_state_dict(found: PaddleXDir) -> ExportedWeights:
     """``inference.pdiparams`` as the dygraph state dict of ``found.model_name``, checked against its export map."""
     mapping = export_map(found.model_name)
     if mapping is None:
-        supported = ", ".join(sorted(export_maps()["models"]))
+        reason = export_maps().get("refused", {}).get(found.model_name)
+        why = f": {reason}" if reason else f" (supported: {', '.join(sorted(export_maps()['models']))})"
         raise WeightsError(
-            f"{found.folder}: loading PaddleX inference weights of {found.model_name} is not supported "
-            f"(supported: {supported}); pass its training checkpoint instead: "
+            f"{found.folder}: loading PaddleX inference weights of {found.model_name} is not supported{why}; pass its training checkpoint instead: "
             f"create_model({found.model_name!r}, weights='.../best_model.pdparams')"
         )
     program = found.program
