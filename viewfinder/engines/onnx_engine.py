@@ -148,9 +148,21 @@ class OnnxRuntimeEngine:
         self.input_dtype: type[np.generic] = np.float32
         self.output_names = [output.name for output in self.session.get_outputs()]
 
+    def feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """What ``run()`` is fed for a preprocessed batch (int8 calibration feeds the same)."""
+        return {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
+
+    def with_file(self, path: str | Path) -> "OnnxRuntimeEngine":
+        """The same engine (device, threads, inputs, outputs) over another ONNX file of the same
+        network, e.g. its int8 version."""
+        other = OnnxRuntimeEngine(path, self.device, self.cpu_threads, self.output_kind)
+        other.module = self.module
+        other.input_name, other.input_dtype = self.input_name, self.input_dtype
+        other.output_names = list(self.output_names)
+        return other
+
     def __call__(self, batch: np.ndarray) -> EngineOutput:
-        feed = {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
-        outputs = self.session.run(self.output_names, feed)
+        outputs = self.session.run(self.output_names, self.feeds(batch))
         if self.output_kind == "tensor" and len(outputs) == 1:
             return outputs[0]
         return dict(zip(self.output_names, outputs))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ..io import DecodedImage, decode_image
@@ -29,12 +30,22 @@ class BasePipeline:
     def _create_submodel(self, entry: dict[str, Any], **params: Any) -> BasePredictor:
         values = {k: v for k, v in entry.items() if k not in ("module_name", "spec") and v is not None}
         values.update({k: v for k, v in params.items() if v is not None})
-        for key in ("pretrained", "cpu_threads", "engine"):
+        for key in ("pretrained", "cpu_threads", "engine", "precision", "calibration"):
             if key in self.options and key not in values:
                 values[key] = self.options[key]
+        if "calibration" in values:
+            values["calibration"] = self.config_path(values["calibration"])
         if self.use_hpip:  # PaddleX's high-performance inference: ONNX Runtime here
             values["engine"] = "onnxruntime"
         return create_model(device=self.device, **values)
+
+    def config_path(self, value: Any) -> Any:
+        """A relative path from a YAML file, resolved against the file's folder when it exists there."""
+        if isinstance(value, str) and self.config.get("_config_dir") and not Path(value).is_absolute():
+            candidate = Path(self.config["_config_dir"]) / value
+            if candidate.exists() and not Path(value).exists():
+                return str(candidate)
+        return value
 
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         raise NotImplementedError
