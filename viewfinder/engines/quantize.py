@@ -166,6 +166,10 @@ def quantize_file(source: Path, destination: Path, calibration: Calibration, set
 
     reader = _Reader(calibration.feeds())
     extra: dict[str, Any] = {}
+    if settings.calibrate_method == "MinMax":
+        # merge the ranges every few photos instead of holding every activation of every photo
+        # (the 640x640 detector's activations are ~80 MB a photo); min/max merge exactly
+        extra["CalibMaxIntermediateOutputs"] = 4
     if settings.calibrate_method == "Percentile":
         extra["CalibPercentile"] = settings.percentile
     with _quiet_quantizer():

@@ -83,7 +83,7 @@ def check_detector(fp32: DetectionPredictor, int8: DetectionPredictor, images: S
     got = [r["boxes"] for r in int8.predict_images(list(images))]
     total = sum(max(len(a), len(b)) for a, b in zip(ref, got))
     if sum(len(a) for a in ref) < MIN_BOXES:
-        return _check_detector_raw(fp32, int8, images)
+        return check_detector_anchors(fp32, int8, images)
     matched = sum(match_boxes(a, b) for a, b in zip(ref, got))
     share = matched / total
     figures = {"mode": "boxes", "photos": len(images), "fp32_boxes": sum(len(a) for a in ref),
@@ -96,7 +96,7 @@ def check_detector(fp32: DetectionPredictor, int8: DetectionPredictor, images: S
     return CheckResult(ok, summary, figures)
 
 
-def _check_detector_raw(fp32: DetectionPredictor, int8: DetectionPredictor,
+def check_detector_anchors(fp32: DetectionPredictor, int8: DetectionPredictor,
                         images: Sequence[DecodedImage]) -> CheckResult:
     """Few or no boxes (random weights): compare the decoded anchors before NMS."""
     batch = fp32.preprocess([image.held_pixels for image in images])
