@@ -96,7 +96,7 @@ def main() -> None:
         if label.startswith("PP-ShiTuV2_det"):  # anchors correspond one to one (CenterNet outputs sorted rows)
             side = fp32.preprocess.config.min_decode_side
             images = [decode_image(p, min_short_side=side) for p in split.validation]
-            print(f"  anchors before NMS: {check_detector_anchors(fp32, int8, images).summary}")
+            print(f"  {check_detector_anchors(fp32, int8, images).summary}")
         elif "features" in label or "_rec" in label:
             print(f"  {demo_pairs(fp32, int8)}")
 

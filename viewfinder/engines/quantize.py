@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 QUANT_RECIPE_VERSION = 1
 #: int8 files kept per source model stem (most recently used first)
 KEEP_PER_SOURCE = 2
+#: MinMax keeps two numbers per tensor and photo; the histogram methods keep every activation of every
+#: photo (about 0.5 GB a photo for the 640x640 detector), so they suit small inputs only
 CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")
 
 
@@ -166,10 +168,6 @@ def quantize_file(source: Path, destination: Path, calibration: Calibration, set
 
     reader = _Reader(calibration.feeds())
     extra: dict[str, Any] = {}
-    if settings.calibrate_method == "MinMax":
-        # merge the ranges every few photos instead of holding every activation of every photo
-        # (the 640x640 detector's activations are ~80 MB a photo); min/max merge exactly
-        extra["CalibMaxIntermediateOutputs"] = 4
     if settings.calibrate_method == "Percentile":
         extra["CalibPercentile"] = settings.percentile
     with _quiet_quantizer():
