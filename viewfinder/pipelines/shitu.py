@@ -388,9 +388,11 @@ class ShiTuV2Pipeline(BasePipeline):
         owner = None
         if image.rgb is not None:
             pixels = image.rgb
-        else:
+        elif image.pil is not None:
             borrowed = borrow_rgbx(image.pil)
             pixels, owner = borrowed if borrowed is not None else (np.asarray(image.pil), None)
+        else:  # decoded on the GPU (nvJPEG): the pixels stayed there; read the file again
+            pixels = full_image_loader(image)()
         height, width = pixels.shape[:2]
         sx = width / image.original_size[0]
         sy = height / image.original_size[1]
