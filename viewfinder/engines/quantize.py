@@ -158,9 +158,6 @@ class _Reader:
         self.count += feed is not None
         return feed
 
-    def rewind(self) -> None:  # pragma: no cover - only some calibrators ask; one pass is enough for ours
-        raise NotImplementedError
-
 
 def quantize_file(source: Path, destination: Path, calibration: Calibration, settings: QuantSettings) -> int:
     """Quantise ``source`` into ``destination``; returns how many calibration feeds were used."""
