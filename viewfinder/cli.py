@@ -143,6 +143,9 @@ def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, sa
 @click.option("--hpi_config", default=None, help='With --use_hpip: PaddleX\'s hpi_config as JSON, e.g. '
                                                  '\'{"backend": "onnxruntime"}\'.')
 @click.option("--cpu_threads", type=int, default=None, help="CPU threads for inference.")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "auto"], case_sensitive=False), default=None,
+              help="fp32 (default), int8 (ONNX Runtime on the CPU, checked against fp32) or auto (int8 on "
+                   "VNNI/AMX CPUs where it passed its check).")
 @click.option("--get_pipeline_config", default=None, metavar="NAME", help="Write a pipeline's default YAML.")
 @click.option("-c", "--config", "module_config", default=None, metavar="MODULE.yaml",
               help="Run a PaddleX module config (python main.py -c ...): Global.mode check_dataset, train, "
@@ -166,7 +169,7 @@ def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], devic
         save_path: str | None, topk: int | None, threshold: str | None, index_dir: str | None,
         det_threshold: float | None, rec_threshold: float | None, rec_topk: int | None,
         batch_size: int | None, use_hpip: bool, hpi_config: str | None,
-        cpu_threads: int | None, get_pipeline_config: str | None, config_save_path: str | None,
+        cpu_threads: int | None, precision: str | None, get_pipeline_config: str | None, config_save_path: str | None,
         module_config: str | None, overrides: tuple[str, ...], get_module_config: str | None, random_init: bool,
         **serve_options: Any) -> None:
     """viewfinder: image classification, multi-label tagging and image recognition."""
@@ -199,6 +202,8 @@ def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], devic
     create_kwargs: dict[str, Any] = {}
     if cpu_threads:
         create_kwargs["cpu_threads"] = cpu_threads
+    if precision:
+        create_kwargs["precision"] = precision.lower()
     if random_init:
         create_kwargs["pretrained"] = False
     if hpi is not None:

@@ -26,7 +26,7 @@ from ..errors import ExportError
 log = logging.getLogger(__name__)
 
 #: bump when the export recipe changes, so cached files from an older recipe are not reused
-EXPORT_RECIPE_VERSION = 1
+EXPORT_RECIPE_VERSION = 2  # 2: PicoDet's box decode without the slow MatMul (issue 30)
 DEFAULT_OPSET = 17
 #: an export is refused when max|onnx - torch| > RELATIVE_TOLERANCE * max|torch| on any output
 RELATIVE_TOLERANCE = 1e-3

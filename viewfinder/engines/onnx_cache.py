@@ -36,7 +36,7 @@ KEEP_PER_MODEL = 3
 _STALE_PART_S = 24 * 3600
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -81,7 +81,7 @@ def _load_cached(onnx_path: Path, meta_path: Path, device: torch.device,
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         size = onnx_path.stat().st_size
-        if size != meta.get("onnx_size") or _file_sha256(onnx_path) != meta.get("onnx_sha256"):
+        if size != meta.get("onnx_size") or file_sha256(onnx_path) != meta.get("onnx_sha256"):
             problem = f"size or checksum does not match its record ({size} bytes, expected {meta.get('onnx_size')})"
     except (OSError, ValueError) as exc:
         problem = f"cannot read it or its record ({exc})"
@@ -144,7 +144,7 @@ def export_validated(module: nn.Module, destination: Path, settings: ExportSetti
             "output_kind": layout.kind,
             "output_names": list(layout.names),
             "onnx_size": temp.stat().st_size,
-            "onnx_sha256": _file_sha256(temp),
+            "onnx_sha256": file_sha256(temp),
             "settings": asdict(settings),
             "torch_version": torch.__version__,
         }

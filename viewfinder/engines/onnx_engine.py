@@ -1,12 +1,19 @@
 """ONNX Runtime engine: CPU execution provider, or CUDA when onnxruntime-gpu is installed.
 
-Sessions run with ``cpu_threads`` intra-op threads, one inter-op thread and spinning
-off: a spinning pool burns the cores other work (image decoding, other processes)
-needs, and collapses when one of them is busy.
+Sessions run with ``cpu_threads`` intra-op threads and one inter-op thread. Idle
+intra-op threads spin only while a ``run()`` is in progress and sleep between runs
+(``session.force_spinning_stop``). With spinning off altogether (before issue 30) each of
+the 640x640 detector's ~130 parallel sections per image had to wake a sleeping worker (a
+futex wake; on a VM, an interrupt to a halted vCPU), which can take longer than the section's
+share of work, so the calling thread did most of it (issue 30: 1.1 of 2 cores busy). ONNX
+Runtime's default (spinning between runs too) burns the cores that decoding, the other
+model of a pipeline and other processes need between runs.
+``$VIEWFINDER_ORT_SPINNING`` (``run`` | ``off`` | ``always``) overrides this, for A/B timings.
 """
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import EngineError, EngineUnavailableError
+from ..errors import ConfigError, EngineError, EngineUnavailableError
 from .base import EngineOutput
 from .threads import resolve_cpu_threads
 
@@ -51,6 +58,19 @@ def cuda_provider_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+SPINNING_ENV = "VIEWFINDER_ORT_SPINNING"
+SPINNING_MODES = ("run", "off", "always")
+
+
+def spinning_mode() -> str:
+    """How idle intra-op threads wait: ``run`` (spin during a run, sleep between runs; the default),
+    ``off`` (always sleep) or ``always`` (ONNX Runtime's default)."""
+    mode = (os.environ.get(SPINNING_ENV) or "run").strip().lower()
+    if mode not in SPINNING_MODES:
+        raise ConfigError(f"${SPINNING_ENV} must be one of {', '.join(SPINNING_MODES)}, got {mode!r}")
+    return mode
+
+
 def session_options(cpu_threads: int | None) -> Any:
     ort = import_onnxruntime()
     options = ort.SessionOptions()
@@ -58,8 +78,11 @@ def session_options(cpu_threads: int | None) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    mode = spinning_mode()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if mode == "off" else "1")
+    if mode == "run":  # workers stay hot across one run's ~100 parallel sections, then sleep
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")  # sequential: no inter-op pool
     # Flush denormals: they cost 10-100x per operation and carry no signal at inference time.
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     options.log_severity_level = 3  # errors only: ORT's graph-optimiser notes are not for users
@@ -125,9 +148,21 @@ class OnnxRuntimeEngine:
         self.input_dtype: type[np.generic] = np.float32
         self.output_names = [output.name for output in self.session.get_outputs()]
 
+    def feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """What ``run()`` is fed for a preprocessed batch (int8 calibration feeds the same)."""
+        return {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
+
+    def with_file(self, path: str | Path) -> "OnnxRuntimeEngine":
+        """The same engine (device, threads, inputs, outputs) over another ONNX file of the same
+        network, e.g. its int8 version."""
+        other = OnnxRuntimeEngine(path, self.device, self.cpu_threads, self.output_kind)
+        other.module = self.module
+        other.input_name, other.input_dtype = self.input_name, self.input_dtype
+        other.output_names = list(self.output_names)
+        return other
+
     def __call__(self, batch: np.ndarray) -> EngineOutput:
-        feed = {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
-        outputs = self.session.run(self.output_names, feed)
+        outputs = self.session.run(self.output_names, self.feeds(batch))
         if self.output_kind == "tensor" and len(outputs) == 1:
             return outputs[0]
         return dict(zip(self.output_names, outputs))

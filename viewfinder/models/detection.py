@@ -9,7 +9,7 @@ Everything is vectorised; no Python loop runs per box.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from torchvision.ops import batched_nms, nms
 from ..errors import ConfigError, ViewfinderError
 from ..io import DecodedImage, full_image_loader
 from ..predict_params import reject_unknown_params
-from ..results import BaseResult, DetResult
+from ..results import BaseResult, DetResult, ErrorResult
 from .predictor import BasePredictor
 
 DEFAULT_LABEL = "foreground"
@@ -127,6 +127,14 @@ def box_dicts(
     ]
 
 
+@dataclass
+class Detections:
+    """One image's boxes (PaddleX box dicts) and the decoded image they were found on."""
+
+    image: DecodedImage
+    boxes: list[dict[str, Any]]
+
+
 def check_threshold(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise ViewfinderError(f"threshold must be a number between 0 and 1, got {value!r}")
@@ -168,28 +176,38 @@ class DetectionPredictor(BasePredictor):
         scores = np.asarray(outputs["scores"])  # PicoDet: [B, C, N]
         return np.asarray(outputs["boxes"]), scores.transpose(0, 2, 1)
 
-    def _postprocess(self, outputs: Any, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
+    def _boxes(self, outputs: Any, images: list[DecodedImage], params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        """Each image's box dicts: NMS, the score threshold, original-image pixels."""
         boxes, scores = self.decode_outputs(outputs)
         threshold = check_threshold(params["threshold"])
         config = NMSConfig.from_params(params)
         input_size = self.preprocess.config.input_size
-        results: list[BaseResult] = []
+        found: list[list[dict[str, Any]]] = []
         for index, image in enumerate(images):
             kept_boxes, kept_scores, kept_classes = multiclass_nms(boxes[index], scores[index], config)
             keep = kept_scores > threshold
             pixels = to_original_pixels(kept_boxes[keep], input_size, image.original_size)
-            results.append(
-                DetResult(
-                    {
-                        "input_path": image.input_path,
-                        "page_index": None,
-                        "input_img": image.rgb,
-                        "boxes": box_dicts(pixels, kept_scores[keep], kept_classes[keep], self.labels),
-                    },
-                    image_loader=full_image_loader(image),
-                )
+            found.append(box_dicts(pixels, kept_scores[keep], kept_classes[keep], self.labels))
+        return found
+
+    def _postprocess(self, outputs: Any, images: list[DecodedImage], params: dict[str, Any]) -> list[BaseResult]:
+        return [
+            DetResult(
+                {"input_path": image.input_path, "page_index": None, "input_img": image.rgb, "boxes": boxes},
+                image_loader=full_image_loader(image),
             )
-        return results
+            for image, boxes in zip(images, self._boxes(outputs, images, params))
+        ]
+
+    def _detect_batch(self, images: list[DecodedImage], params: dict[str, Any]) -> list[Detections]:
+        outputs = self.engine(self._collate(images))
+        return [Detections(image, boxes) for image, boxes in zip(images, self._boxes(outputs, images, params))]
+
+    def detect(self, input: Any, **params: Any) -> Iterator[Detections | ErrorResult]:
+        """Like :meth:`predict` (same inputs, parameters, decoding ahead, per-item errors), but each
+        image's boxes come with the decoded image, for a pipeline that crops them (PP-ShiTuV2)."""
+        reject_unknown_params(f"{self.model_name}.detect()", params, self.postprocess_params)
+        return self._predict_lazily(input, None, self.resolve_params(params), infer=self._detect_batch)
 
     def predict_images(self, images: Sequence[np.ndarray | DecodedImage], **params: Any) -> list[BaseResult]:
         """Detect on already-decoded RGB uint8 images (or :class:`DecodedImage` s); one result each."""

@@ -7,7 +7,7 @@ from typing import Any
 from ..device import resolve_device
 from ..engines.export import weights_hash
 from ..engines.paddle_options import resolve_runtime
-from ..engines.select import build_engine
+from ..engines.select import build_engine, normalize_engine
 from ..engines.torch_engine import set_cpu_threads
 from ..errors import ConfigError
 from .classification import ClassificationPredictor
@@ -16,6 +16,7 @@ from .feature import FEATURE_TASK, FeaturePredictor
 from .loader import load_network
 from .multilabel import MultiLabelPredictor
 from .predictor import BasePredictor
+from .precision import apply_precision, check_int8_request, normalize_precision
 from .preprocess import Preprocessor
 
 #: task -> the predictor that runs it (static, like Ultralytics' task map: the zoo declares
@@ -44,6 +45,8 @@ def create_model(
     enable_hpi: bool | None = None,
     pp_option: Any = None,
     hpi_config: dict[str, Any] | None = None,
+    precision: str | None = None,
+    calibration: str | Path | list[str | Path] | None = None,
     **params: Any,
 ) -> BasePredictor:
     """Build a predictor for ``model_name`` (a PaddleX model name) or a saved ``model_dir``.
@@ -59,6 +62,12 @@ def create_model(
     GPU and for random weights; ``"torch"`` / ``"onnxruntime"`` force one. ``fp16`` (CUDA
     autocast) and ``torch_compile`` apply to the torch engine.
 
+    ``precision``: "fp32" (default; None means ``$VIEWFINDER_PRECISION`` or fp32), "int8" or
+    "auto" (int8 where the CPU has VNNI/AMX and the int8 model passed its accuracy check against
+    fp32); int8 runs on ONNX Runtime on the CPU, calibrated on ``calibration`` (a folder or a list
+    of photos; default ``$VIEWFINDER_CALIBRATION`` or ``$VIEWFINDER_HOME/calibration``). See
+    :mod:`viewfinder.models.precision`.
+
     ``task`` asks for another task's predictor when the model can serve it, e.g.
     ``task="image_feature"`` turns any classifier into a feature extractor (pooled features).
     Without it, a ``model_dir``'s ``config.yaml`` ``task`` (the task it was trained for) is used.
@@ -73,6 +82,10 @@ def create_model(
     device, engine, cpu_threads, fp16 = runtime.device, runtime.engine, runtime.cpu_threads, runtime.fp16
     torch_device = resolve_device(device)
     set_cpu_threads(cpu_threads)
+    precision = normalize_precision(precision)
+    check_int8_request(precision, normalize_engine(engine), torch_device)
+    if precision == "int8" and normalize_engine(engine) == "auto":
+        engine = "onnxruntime"  # int8 exists on ONNX Runtime only (auto would pick torch for random weights)
     network = load_network(model_name, model_dir, weights, pretrained)
     spec = network.spec
 
@@ -92,17 +105,23 @@ def create_model(
     )
     if cpu_threads and "decode_threads" not in params:
         params["decode_threads"] = cpu_threads  # "N threads" caps decoding too, as PaddleX's figure does
-    return predictor_cls(
-        spec,
-        inference_engine,
-        Preprocessor(network.preprocess),
-        network.labels,
-        batch_size=batch_size,
-        num_classes=network.num_classes,
-        device=torch_device,
-        weights_sha256=digest,
-        **{**network.postprocess, **params},
-    )
+
+    def build(engine_: Any, precision_: str = "fp32", int8_check: dict[str, Any] | None = None) -> BasePredictor:
+        return predictor_cls(
+            spec,
+            engine_,
+            Preprocessor(network.preprocess),
+            network.labels,
+            batch_size=batch_size,
+            num_classes=network.num_classes,
+            device=torch_device,
+            weights_sha256=digest,
+            precision=precision_,
+            int8_check=int8_check,
+            **{**network.postprocess, **params},
+        )
+
+    return apply_precision(build(inference_engine), precision, calibration, build)
 
 
 def create_feature_model(

@@ -41,6 +41,7 @@ from ..errors import ConfigError, WeightsNotFoundError
 from .detection import DetectionPredictor
 from .labels import load_labels
 from .onnx_external import ExternalOnnxEngine, InputFeed, RawSpec, preprocess_config, read_spec
+from .precision import apply_precision, check_int8_request, normalize_precision
 from .preprocess import Preprocessor
 from .registry import ModelSpec
 
@@ -235,11 +236,14 @@ def create_onnx_detector(
     device: str | torch.device | None = None,
     cpu_threads: int | None = None,
     batch_size: int = 1,
+    precision: str | None = None,
+    calibration: str | Path | list[str | Path] | None = None,
     **params: Any,
 ) -> OnnxDetector:
     """An ONNX detector as a ``mainbody_detection`` predictor (``predict(input, threshold=0.5)``).
 
     It runs on ``device`` where ONNX Runtime can (CUDA needs onnxruntime-gpu), else on the CPU.
+    ``precision`` / ``calibration``: as for ``create_model`` (the file itself is quantised for int8).
     """
     path = Path(model)
     if not path.is_file():
@@ -265,11 +269,18 @@ def create_onnx_detector(
         },
     )
     labels = list(detector_spec.labels) if detector_spec.labels else None
-    detector = OnnxDetector(model_spec, engine, Preprocessor(preprocess), labels, batch_size=batch_size,
-                            device=engine.device, onnx_spec=detector_spec, **params)
+    precision = normalize_precision(precision)
+    check_int8_request(precision, "onnxruntime", engine.device)
+
+    def build(engine_: Any, precision_: str = "fp32", int8_check: dict[str, Any] | None = None) -> OnnxDetector:
+        return OnnxDetector(model_spec, engine_, Preprocessor(preprocess), labels, batch_size=batch_size,
+                            device=engine_.device, onnx_spec=detector_spec, precision=precision_,
+                            int8_check=int8_check, **params)
+
+    detector = build(engine)
     if detector_spec.decoding == "gfl":
         detector._gfl_outputs()  # fail now, not at the first image, when outputs cannot be matched
-    return detector
+    return apply_precision(detector, precision, calibration, build)
 
 
 def _no_builder(**_: Any) -> None:

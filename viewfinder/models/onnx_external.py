@@ -168,13 +168,31 @@ class ExternalOnnxEngine:
                 raise ConfigError(f"{self.path.name} has no output {name!r}; outputs: {', '.join(self.output_shapes)}")
         self.inner.output_names = list(names)
 
-    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+    @property
+    def cpu_threads(self) -> int:
+        return self.inner.cpu_threads
+
+    def to_model_input(self, batch: np.ndarray) -> np.ndarray:
+        """Our NCHW RGB float batch as the model's input tensor (channel order, layout, dtype)."""
         batch = np.asarray(batch, dtype=np.float32)
         if self.feed.channel_order == "BGR":
             batch = batch[:, ::-1]
         if self.layout == "NHWC":
             batch = batch.transpose(0, 2, 3, 1)
-        batch = np.ascontiguousarray(batch, dtype=self.inner.input_dtype)
+        return np.ascontiguousarray(batch, dtype=self.inner.input_dtype)
+
+    def feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """What the session is fed for a preprocessed batch (int8 calibration feeds the same)."""
+        return self.inner.feeds(self.to_model_input(batch))
+
+    def with_file(self, path: str | Path) -> "ExternalOnnxEngine":
+        """The same feed and outputs over another ONNX file of the same network (its int8 version)."""
+        other = ExternalOnnxEngine(Path(path), self.feed, self.device, self.inner.cpu_threads)
+        other.inner.output_names = list(self.inner.output_names)
+        return other
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = self.to_model_input(batch)
         step = self.fixed_batch or len(batch)
         if step == len(batch):
             return self.inner(batch)  # type: ignore[return-value]  # output_kind "dict"

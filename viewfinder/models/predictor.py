@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,6 +55,10 @@ def _batches(items: Iterator[InputItem | ErrorResult], size: int) -> Iterator[li
             pending, count = [], 0
     if pending:
         yield pending
+
+
+#: a decoded batch + inference parameters -> one output per image
+InferFn = Callable[[list[DecodedImage], dict[str, Any]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class BasePredictor:
         num_classes: int | None = None,
         device: Any = None,
         weights_sha256: str | None = None,
+        precision: str = "fp32",
+        int8_check: dict[str, Any] | None = None,
         **params: Any,
     ) -> None:
         if int(batch_size) < 1:
@@ -124,6 +130,10 @@ class BasePredictor:
         self.device = device
         #: sha256 of the weights, for tasks that record it (``records_weights``)
         self.weights_sha256 = weights_sha256
+        #: what the network runs in: "fp32" or "int8" (see models/precision.py)
+        self.precision = precision
+        #: the int8 accuracy check's verdict, summary and figures, when one ran (int8 or auto)
+        self.int8_check = int8_check
         self.params = {**spec.defaults, **{k: v for k, v in params.items() if v is not None}}
         self._decode_threads = decode_threads or min(4, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
@@ -155,7 +165,10 @@ class BasePredictor:
         """The inference parameters a call runs with: ``given`` (None: not given), else the model's, else the task's."""
         return {**self.postprocess_params, **self.params, **{k: v for k, v in given.items() if v is not None}}
 
-    def _predict_lazily(self, input: Any, batch_size: int | None, merged: dict[str, Any]) -> Iterator[BaseResult]:
+    def _predict_lazily(self, input: Any, batch_size: int | None, merged: dict[str, Any],
+                        infer: InferFn | None = None) -> Iterator[Any]:
+        """The lazy loop; ``infer(images, params)`` turns each decoded batch into its outputs (default
+        :meth:`_infer`: results; a pipeline may ask for something else, e.g. boxes plus the image)."""
         size = int(batch_size or self.batch_size)
         if size < 1:
             raise ViewfinderError(f"batch_size must be >= 1, got {batch_size}")
@@ -176,7 +189,7 @@ class BasePredictor:
                     error = exc
             if not in_flight:
                 break
-            yield from self._finish(in_flight.popleft(), merged)
+            yield from self._finish(in_flight.popleft(), merged, infer or self._infer)
         if error is not None:
             raise error
 
@@ -262,13 +275,13 @@ class BasePredictor:
                     slots[index] = PreparedImage(None, size, slot.item.input_path, model_input=model_input)
         return slots
 
-    def _finish(self, submitted: list[Any] | Future, params: dict[str, Any]) -> Iterator[BaseResult]:
+    def _finish(self, submitted: list[Any] | Future, params: dict[str, Any], infer: InferFn) -> Iterator[Any]:
         if isinstance(submitted, Future):
             slots = submitted.result()
         else:
             slots = self._collect(submitted)
         images = [s for s in slots if isinstance(s, DecodedImage)]
-        results = iter(self._infer(images, params) if images else [])
+        results = iter(infer(images, params) if images else [])
         for slot in slots:
             yield slot if isinstance(slot, ErrorResult) else next(results)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from ..engines.paddle_options import hpip_switch, resolve_runtime
@@ -13,7 +14,7 @@ from ..results import BaseResult
 
 #: ``create_pipeline`` keywords every pipeline takes (besides ``device``, ``use_hpip`` and
 #: PaddleX's ``enable_hpi`` / ``pp_option`` / ``hpi_config``); they reach every model
-MODEL_OPTIONS = ("pretrained", "cpu_threads", "engine", "fp16")
+MODEL_OPTIONS = ("pretrained", "cpu_threads", "engine", "fp16", "precision", "calibration")
 #: PaddleX's runtime options, as ``create_pipeline`` keywords or top-level config keys
 RUNTIME_OPTIONS = ("enable_hpi", "pp_option", "hpi_config")
 
@@ -58,9 +59,19 @@ class BasePipeline:
         for key in MODEL_OPTIONS:
             if key in self.options and key not in values:
                 values[key] = self.options[key]
+        if "calibration" in values:
+            values["calibration"] = self.config_path(values["calibration"])
         if self.use_hpip:  # PaddleX's high-performance inference (ONNX Runtime unless hpi_config says otherwise)
             values["engine"] = self.options["engine"]
         return create_model(device=self.device, **values)
+
+    def config_path(self, value: Any) -> Any:
+        """A relative path from a YAML file, resolved against the file's folder when it exists there."""
+        if isinstance(value, str) and self.config.get("_config_dir") and not Path(value).is_absolute():
+            candidate = Path(self.config["_config_dir"]) / value
+            if candidate.exists() and not Path(value).exists():
+                return str(candidate)
+        return value
 
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         raise NotImplementedError

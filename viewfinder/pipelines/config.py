@@ -97,7 +97,7 @@ def submodule(config: dict[str, Any], key: str) -> dict[str, Any]:
     if not entry.get("model_name") and not entry.get("model_dir"):
         raise ConfigError(f"SubModules.{key} needs model_name or model_dir")
     allowed = {"module_name", "model_name", "model_dir", "weights", "batch_size", "topk", "threshold",
-               "pretrained", "engine", "cpu_threads", "spec"}
+               "pretrained", "engine", "cpu_threads", "spec", "precision", "calibration"}
     unknown = set(entry) - allowed
     if unknown:
         raise ConfigError(f"SubModules.{key}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")

@@ -27,7 +27,9 @@ import torch
 from torchvision.ops import batched_nms
 
 from ..errors import ConfigError, InputError, ViewfinderError
-from ..io import DecodedImage, InputItem, decode_image, full_image_loader
+from ..io import DecodedImage, InputItem, full_image_loader
+from ..io.pil_view import borrow_rgbx
+from ..models.detection import Detections
 from ..models.feature import FEATURE_TASK, FeaturePredictor
 from ..models.predictor import BasePredictor, expand_inputs
 from ..results import BaseResult, ErrorResult, ShiTuResult
@@ -35,10 +37,13 @@ from .base import BasePipeline
 from .config import default_config, submodule
 from .gallery import read_gallery_file, read_id_file
 from .index_forms import check_same_kind, gallery_arguments, ids_for_gallery_labels, index_argument
+from .overlap import ReadAhead
 
 log = logging.getLogger(__name__)
 
 ONNX_DETECTOR = "ONNXDetector"
+#: detections kept ready ahead of the recogniser (each holds a decoded image)
+DETECT_AHEAD = 2
 WHOLE_IMAGE_LABEL = "full_img"
 
 
@@ -91,6 +96,15 @@ def _index_argument(index: Any, index_dir: Any, where: str) -> Any:
     return index if index is not None else index_dir
 
 
+def _offsets(groups: list[list[Any]]) -> list[int]:
+    """Where each group starts in the concatenation of ``groups``."""
+    starts, total = [], 0
+    for group in groups:
+        starts.append(total)
+        total += len(group)
+    return starts
+
+
 def _first_given(*values: Any) -> Any:
     """The first value that is not None (a predict() keyword, then the config's value)."""
     return next((value for value in values if value is not None), None)
@@ -139,7 +153,10 @@ class ShiTuV2Pipeline(BasePipeline):
         source = read_spec(spec, "SubModules.Detection.spec", known=OnnxDetectorSpec.keys(), base=self.config_dir,
                            names_onnx=True)
         return create_onnx_detector(source.onnx, source, device=self.device, batch_size=entry.get("batch_size") or 1,
-                                    cpu_threads=entry.get("cpu_threads") or self.options.get("cpu_threads"))
+                                    cpu_threads=entry.get("cpu_threads") or self.options.get("cpu_threads"),
+                                    precision=_first_given(entry.get("precision"), self.options.get("precision")),
+                                    calibration=self.config_path(_first_given(entry.get("calibration"),
+                                                                              self.options.get("calibration"))))
 
     @staticmethod
     def _check_numbers(det_threshold: Any, rec_threshold: Any, rec_topk: Any) -> None:
@@ -343,37 +360,59 @@ class ShiTuV2Pipeline(BasePipeline):
         return self._predict(input, gallery, float(det), float(rec), int(k))
 
     def decode_input(self, source: Any) -> DecodedImage:
-        """One input decoded as ``predict()`` decodes it: at the reduced JPEG scale the first model allows."""
-        return decode_image(source, min_short_side=self._min_decode_side)
+        """One input decoded as ``predict()`` decodes it: at the reduced JPEG scale the first model
+        allows, the Pillow image kept (the detector resizes from it and crops are cut from its memory)."""
+        return (self.detector or self.recognizer).decode_input(source)
 
     @property
     def _min_decode_side(self) -> int | None:
         return (self.detector or self.recognizer).preprocess.config.min_decode_side
 
-    def _predict(self, input: Any, gallery: Any, det: float, rec: float, k: int) -> Iterator[BaseResult]:
-        min_side = self._min_decode_side
+    def _whole_images(self, input: Any) -> Iterator[Detections | ErrorResult]:
+        """Without a detector: each input decoded, no boxes (the whole image is recognised)."""
         for item in expand_inputs(input):
             if isinstance(item, ErrorResult):
                 yield item
                 continue
             try:
-                image = item.decode(min_short_side=min_side)
+                yield Detections(item.decode(min_short_side=self._min_decode_side, keep_pil=True), [])
             except ViewfinderError as exc:
                 log.warning("skipping %s", exc)
                 yield ErrorResult({"input_path": item.input_path, "error": str(exc)})
-                continue
-            yield self._recognise(image, gallery, det, rec, k)
 
-    def _recognise(self, image: DecodedImage, gallery: Any, det: float, rec: float, k: int) -> ShiTuResult:
-        width, height = image.original_size
-        detections = self.detector.predict_images([image], threshold=det)[0]["boxes"] if self.detector else []
-        boxes = [(list(map(float, d["coordinate"])), float(d["score"])) for d in detections]
-        whole = ([0.0, 0.0, float(width), float(height)], 0.0)
-        if not boxes or self.always_add_whole_image:
-            boxes.append(whole)
-        crops = [self._crop(image, coordinate) for coordinate, _ in boxes]
-        features = self.recognizer.embed(crops)
-        scores, ids, labels = gallery.search(features, k)
+    def _predict(self, input: Any, gallery: Any, det: float, rec: float, k: int) -> Iterator[BaseResult]:
+        # Detection (decoding ahead in its own pool) runs in a thread of its own, one image or two
+        # ahead, while this thread crops, embeds and searches: the networks overlap instead of taking
+        # turns, and the crops of every image detected meanwhile go to the recogniser in one call.
+        stream = self.detector.detect(input, threshold=det) if self.detector else self._whole_images(input)
+        with ReadAhead(stream, depth=DETECT_AHEAD, name="viewfinder-shitu-detect") as ahead:
+            for group in ahead.groups(limit=max(1, self.recognizer.batch_size)):
+                yield from self._recognise(group, gallery, rec, k)
+
+    def _recognise(self, group: list[Detections | ErrorResult], gallery: Any, rec: float,
+                   k: int) -> list[BaseResult]:
+        """Crops of every image in ``group`` embedded in one recogniser call and searched in one query."""
+        detected = [d for d in group if isinstance(d, Detections)]
+        boxes_per_image: list[list[tuple[list[float], float]]] = []
+        crops: list[np.ndarray] = []
+        for found in detected:
+            width, height = found.image.original_size
+            boxes = [(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes]
+            if not boxes or self.always_add_whole_image:
+                boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
+            boxes_per_image.append(boxes)
+            crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
+        answers: list[BaseResult] = []
+        if crops:  # every detected image has at least one box (the whole image without detections)
+            scores, ids, labels = gallery.search(self.recognizer.embed(crops), k)
+            for found, boxes, start in zip(detected, boxes_per_image, _offsets(boxes_per_image)):
+                rows = slice(start, start + len(boxes))
+                answers.append(self._result(found, boxes, scores[rows], ids[rows], labels[rows], gallery, rec))
+        ordered = iter(answers)
+        return [item if isinstance(item, ErrorResult) else next(ordered) for item in group]
+
+    def _result(self, found: Detections, boxes: list[tuple[list[float], float]], scores: Any, ids: Any,
+                labels: Any, gallery: Any, rec: float) -> ShiTuResult:
         entries = []
         for (coordinate, det_score), row_scores, row_ids, row_labels in zip(boxes, scores, ids, labels):
             valid = row_ids >= 0
@@ -387,22 +426,38 @@ class ShiTuV2Pipeline(BasePipeline):
             })
         if self.dedup_threshold is not None:
             entries = self._dedup(entries, float(self.dedup_threshold), gallery.higher_is_better)
+        image = found.image
         return ShiTuResult(
             {"input_path": image.input_path, "boxes": entries, "input_img": image.rgb},
             image_loader=full_image_loader(image),
         )
 
     @staticmethod
-    def _crop(image: DecodedImage, coordinate: Sequence[float]) -> np.ndarray:
-        """Crop in decoded-pixel space (the decode may be reduced); int truncation as PaddleX."""
-        rgb = image.rgb
-        sx = rgb.shape[1] / image.original_size[0]
-        sy = rgb.shape[0] / image.original_size[1]
-        x1 = min(max(int(coordinate[0] * sx), 0), rgb.shape[1] - 1)
-        y1 = min(max(int(coordinate[1] * sy), 0), rgb.shape[0] - 1)
-        x2 = min(max(int(coordinate[2] * sx), x1 + 1), rgb.shape[1])
-        y2 = min(max(int(coordinate[3] * sy), y1 + 1), rgb.shape[0])
-        return np.ascontiguousarray(rgb[y1:y2, x1:x2])
+    def _crops(image: DecodedImage, coordinates: Sequence[Sequence[float]]) -> list[np.ndarray]:
+        """Crops in decoded-pixel space (the decode may be reduced); int truncation as PaddleX.
+
+        A Pillow-held image is cut from Pillow's own memory (RGB + a pad byte per pixel): only the
+        crops are copied, not the whole image first (the route benchmarks/decode.py finds fastest)."""
+        owner = None
+        if image.rgb is not None:
+            pixels = image.rgb
+        elif image.pil is not None:
+            borrowed = borrow_rgbx(image.pil)
+            pixels, owner = borrowed if borrowed is not None else (np.asarray(image.pil), None)
+        else:  # decoded on the GPU (nvJPEG): the pixels stayed there; read the file again
+            pixels = full_image_loader(image)()
+        height, width = pixels.shape[:2]
+        sx = width / image.original_size[0]
+        sy = height / image.original_size[1]
+        crops = []
+        for coordinate in coordinates:
+            x1 = min(max(int(coordinate[0] * sx), 0), width - 1)
+            y1 = min(max(int(coordinate[1] * sy), 0), height - 1)
+            x2 = min(max(int(coordinate[2] * sx), x1 + 1), width)
+            y2 = min(max(int(coordinate[3] * sy), y1 + 1), height)
+            crops.append(np.ascontiguousarray(pixels[y1:y2, x1:x2, :3]))
+        del owner  # the borrowed view must not outlive the copies
+        return crops
 
     @staticmethod
     def _dedup(entries: list[dict[str, Any]], iou: float, higher_is_better: bool) -> list[dict[str, Any]]:

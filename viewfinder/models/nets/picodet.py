@@ -213,7 +213,9 @@ class PicoHead(nn.Module):
         scores = torch.sigmoid(torch.cat([c.flatten(2) for c in cls_logits], dim=2))
         dist = torch.cat([d.flatten(2) for d in bbox_dists], dim=2)  # [B, 4*(R+1), N]
         dist = dist.transpose(1, 2).unflatten(-1, (4, self.reg_max + 1))  # side-major bins
-        distance = torch.softmax(dist, dim=-1) @ self.project  # [B, N, 4]
+        # The bins' expectation as multiply + sum, not `@ project`: ONNX Runtime ran that MatMul
+        # ([B, N, 4, R+1] x [R+1]) about 5x slower (CPU time per 640x640 image: 6.5 vs 1.2 ms).
+        distance = (torch.softmax(dist, dim=-1) * self.project).sum(-1)  # [B, N, 4]
         points, strides = self.anchors([tuple(c.shape[-2:]) for c in cls_logits], dist.device)
         boxes = torch.cat((points - distance[..., :2], points + distance[..., 2:]), dim=-1) * strides
         return scores, boxes
