@@ -104,7 +104,7 @@ def test_keyword_form_mistakes_are_named(pipeline, tmp_path):
 def test_a_paddleclas_folder_serves_predict(pipeline, tmp_path):
     """An index folder PaddleClas's build_gallery.py wrote (IndexIDMap2 + pickled gallery lines)."""
     names = list(GALLERY)
-    features = pipeline.recognizer.embed([np.asarray(pipeline.decode_input(str(OPENCV / n)).rgb) for n in names])
+    features = pipeline.recognizer.embed([np.asarray(pipeline.decode_input(str(OPENCV / n)).held_pixels) for n in names])
     index = faiss.IndexIDMap2(faiss.index_factory(features.shape[1], "Flat", faiss.METRIC_INNER_PRODUCT))
     index.add_with_ids(features, np.arange(len(names)).astype(np.int64))
     folder = tmp_path / "paddleclas_index"

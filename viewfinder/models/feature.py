@@ -48,6 +48,13 @@ def l2_normalize(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return features / np.maximum(norms, eps)
 
 
+def _pixels(image: DecodedImage) -> np.ndarray | None:
+    """A decoded image's RGB array, whether it holds an array or a Pillow image (decoded for a Pillow resize)."""
+    if image.rgb is not None:
+        return image.rgb
+    return np.asarray(image.pil) if image.pil is not None else None
+
+
 class PooledFeatures(nn.Module):
     """Runs a timm classifier up to its pooled pre-logits features.
 
@@ -128,7 +135,7 @@ class FeaturePredictor(BasePredictor):
         size = int(batch_size or self.batch_size)
         if size < 1:
             raise ViewfinderError(f"batch_size must be >= 1, got {batch_size}")
-        rgb = [image.rgb if isinstance(image, DecodedImage) else image for image in images]
+        rgb = [_pixels(image) if isinstance(image, DecodedImage) else image for image in images]
         for index, image in enumerate(rgb):
             is_rgb = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
             if not (is_rgb and image.dtype == np.uint8):
