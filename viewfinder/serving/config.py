@@ -53,7 +53,10 @@ class ServingConfig:
     #: server processes on one port (each loads the pipeline; indexes shared through ``data_dir``)
     processes: int = 1
     #: micro-batching: how long a batch waits for more requests, and its largest size
-    batch_window_ms: float = 4.0
+    # 0: a free worker does not wait for requests whose images are still decoding (they decode before
+    # they queue, so waiting idles the worker: 139-141 req/s at concurrency 8 with 4 ms, 146 with 0,
+    # benchmarks/serve_load.py); a GPU deployment may still want a few ms to fill its batches.
+    batch_window_ms: float = 0.0
     max_batch: int = 8
     jpeg_quality: int = 90
     #: requests in flight before uvicorn answers 503
