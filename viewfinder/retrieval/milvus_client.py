@@ -27,8 +27,9 @@ except ImportError:  # pragma: no cover - exercised by tests through a blocked i
 
 # pymilvus configures its own loggers on import and logs every failed call with a traceback at
 # ERROR (and iterator fallbacks at WARNING), then raises; we raise one clear error instead (the CLI
-# prints one line), so its loggers are turned down here. Set them back after import to debug pymilvus.
-for _name in ("pymilvus", "pymilvus.milvus_client"):
+# prints one line), so its loggers (and Milvus Lite's, which logs a traceback for a locked file) are
+# turned down here. Set them back after import to debug pymilvus.
+for _name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 _clients: dict[tuple[str, str], Any] = {}
