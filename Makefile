@@ -15,6 +15,7 @@ $(VPY):
 $(STAMP): $(VPY) pyproject.toml requirements/lock.txt
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c requirements/lock.txt -e '.[dev]'
+	$(VPY) -m pip install -q -c requirements/lock.txt -e '.[milvus]'  # the Milvus backend's tests (docs/scale.md)
 	touch $(STAMP)
 
 install: $(STAMP)
