@@ -179,3 +179,20 @@ def test_list_galleries(tmp_path, lite_file):
     write_gallery(one, f"{store}?collection=zeta")
     write_gallery(one, f"{store}?collection=alpha")
     assert list_galleries(store) == [f"{store}?collection=alpha", f"{store}?collection=zeta"]
+
+
+@pytest.mark.parametrize("index_type, milvus_type", [("HNSW32", "HNSW"), ("IVF", "IVF_FLAT"), ("Flat", "FLAT")])
+def test_milvus_indexes_are_built_like_the_faiss_defaults(lite_file, index_type, milvus_type):
+    x = unit(3000, 7)
+    faiss_index = IndexData.build(x, ["a"] * 3000, index_type=index_type)
+    milvus = write_gallery(faiss_index, f"milvus://{lite_file}?collection=kind_{index_type}")
+    described = milvus.info()["milvus_index"]
+    params = {"HNSW32": {"M": 32, "efConstruction": 80}, "IVF": {"nlist": faiss_index.nlist}}.get(index_type)
+    assert described["index_type"] == milvus_type and described.get("params") == params
+    if index_type == "IVF":
+        assert milvus.info()["search_params"] == {"nprobe": faiss_index.nprobe}
+    queries = unit(200, 8)
+    truth = IndexData.build(x, ["a"] * 3000, index_type="Flat").search(queries, 1)[1][:, 0]
+    recall = {name: float(np.mean(g.search(queries, 5)[1][:, 0] == truth)) for name, g in
+              (("faiss", faiss_index), ("milvus", milvus))}
+    assert recall["milvus"] >= recall["faiss"] - 0.03, recall

@@ -120,11 +120,12 @@ def register(cli: click.Group) -> None:
     @click.argument("source")
     @click.argument("target")
     @click.option("--overwrite", is_flag=True, help="Replace a gallery already at TARGET.")
+    @click.option("--index_type", default=None, help="Flat, IVF or HNSW32 for the copy (default: the source's).")
     @guarded
-    def migrate(source: str, target: str, overwrite: bool) -> None:
+    def migrate(source: str, target: str, overwrite: bool, index_type: str | None) -> None:
         """Copy the gallery at SOURCE to TARGET (any two locations; ids, labels, metadata kept)."""
         from ..retrieval import migrate as copy_gallery
 
-        copied = copy_gallery(source, target, overwrite=overwrite)
+        copied = copy_gallery(source, target, overwrite=overwrite, index_type=index_type)
         click.echo(f"copied {len(copied)} items ({copied.index_type}, {copied.metric_type}, next id "
                    f"{copied.next_id}) from {source} to {target}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar, Union
 
 from viewfinder.errors import RetrievalIndexError
+from viewfinder.retrieval import faiss_factory as ff
 from viewfinder.retrieval import storage
 from viewfinder.retrieval.index import IndexData
 from viewfinder.retrieval.info import index_info_command
@@ -44,24 +45,28 @@ def exists(location: LocationLike) -> bool:
     return _milvus().exists(loc)
 
 
-def write_gallery(index: Any, location: LocationLike, *, overwrite: bool = True) -> Any:
+def write_gallery(index: Any, location: LocationLike, *, overwrite: bool = True,
+                  index_type: str | None = None) -> Any:
     """Store ``index`` (any gallery) at ``location``; returns the stored gallery.
 
-    Ids, labels, metadata, the id counter and the feature model are kept. ``overwrite=False``
-    refuses a location that already holds a gallery.
+    Ids, labels, metadata, the id counter and the feature model are kept; ``index_type`` (Flat,
+    IVF, HNSW32) changes the index kind of the copy. ``overwrite=False`` refuses a location that
+    already holds a gallery.
     """
     loc = parse_location(location)
     if not overwrite and exists(loc):
         raise RetrievalIndexError(f"{loc} already holds a gallery; delete it first (or overwrite)")
+    kind = ff.normalize_index_type(index_type or index.index_type)
     if isinstance(loc, FolderLocation):
-        folder_copy = index if isinstance(index, IndexData) else _as_index_data(index)
+        same = isinstance(index, IndexData) and kind == index.index_type
+        folder_copy = index if same else _as_index_data(index, kind)
         folder_copy.save(loc.path)
         return folder_copy
-    return _milvus().write(loc, index, overwrite=overwrite)
+    return _milvus().write(loc, index, overwrite=overwrite, index_type=kind)
 
 
-def _as_index_data(index: Any) -> IndexData:
-    return IndexData.from_items(index.export_items(), dim=index.dim, index_type=index.index_type,
+def _as_index_data(index: Any, index_type: str) -> IndexData:
+    return IndexData.from_items(index.export_items(), dim=index.dim, index_type=index_type,
                                 metric_type=index.metric_type, next_id=index.next_id,
                                 feature_model=index.feature_model)
 
@@ -116,9 +121,10 @@ def list_galleries(prefix: LocationLike) -> list[str]:
     return [str(loc.with_collection(name)) for name in milvus_backend.gallery_collections(loc)]
 
 
-def migrate(source: LocationLike, target: LocationLike, *, overwrite: bool = False) -> Any:
+def migrate(source: LocationLike, target: LocationLike, *, overwrite: bool = False,
+            index_type: str | None = None) -> Any:
     """Copy the gallery at ``source`` to ``target`` (any two backends); returns the copy."""
     src, dst = parse_location(source), parse_location(target)
     if src == dst:
         raise RetrievalIndexError(f"source and target are the same location: {src}")
-    return write_gallery(open_gallery(src), dst, overwrite=overwrite)
+    return write_gallery(open_gallery(src), dst, overwrite=overwrite, index_type=index_type)

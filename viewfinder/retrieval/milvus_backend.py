@@ -63,7 +63,11 @@ def _index_params(client: Any, index_type: str, metric_type: str, n: int) -> tup
         nlist = ff.auto_nlist(max(n, 1))
         build = {"nlist": nlist}
         search = {"nprobe": ff.auto_nprobe(nlist)}
-    params.add_index("vector", index_type=MILVUS_INDEX[index_type], metric_type=metric_type, params=build)
+    # pymilvus 3 sends build params as flat keys (what Milvus servers read); Milvus Lite 3.2 reads only
+    # the legacy JSON "params" key and would silently build with its own defaults (HNSW M=16,
+    # IVF nlist=128). Servers merge a "params" key into the flat ones, so both get both.
+    params.add_index("vector", index_type=MILVUS_INDEX[index_type], metric_type=metric_type,
+                     params={**build, "params": build} if build else {})
     return params, search
 
 
@@ -115,7 +119,8 @@ class MilvusGallery(ScoreRules):
         return bool(call(loc, "has_collection", client.has_collection, loc.collection))
 
     @classmethod
-    def write(cls, location: "str | MilvusLocation", source: Any, *, overwrite: bool = False) -> "MilvusGallery":
+    def write(cls, location: "str | MilvusLocation", source: Any, *, overwrite: bool = False,
+              index_type: str | None = None) -> "MilvusGallery":
         """Store a copy of ``source`` (any gallery: its ids, labels, metadata, counter and feature model).
 
         Written into a temporary collection and renamed into place once complete, so a failed or
@@ -126,7 +131,7 @@ class MilvusGallery(ScoreRules):
         if not overwrite and call(loc, "has_collection", client.has_collection, loc.collection):
             raise RetrievalIndexError(f"{loc} already holds a gallery; delete it first (or overwrite)")
         items = source.export_items()
-        index_type = ff.normalize_index_type(source.index_type)
+        index_type = ff.normalize_index_type(index_type or source.index_type)
         metric_type = ff.normalize_metric_type(source.metric_type)
         temp = f"{loc.collection}{TEMP_MARK}{uuid.uuid4().hex[:12]}"
         params, search = _index_params(client, index_type, metric_type, len(items.ids))
@@ -138,6 +143,7 @@ class MilvusGallery(ScoreRules):
                                      index_params=params, properties=properties, consistency_level="Strong")
             try:
                 _insert(client, temp, items.ids, items.vectors, items.labels, items.metadata)
+                client.flush(temp)  # seal what was written: Milvus builds the vector index on sealed data
                 if overwrite and client.has_collection(loc.collection):
                     client.drop_collection(loc.collection)
                 client.rename_collection(temp, loc.collection)
@@ -316,7 +322,7 @@ class MilvusGallery(ScoreRules):
             "score": score_meaning(self.metric_type), "dim": self._dim, "size": len(labels),
             "next_id": int(properties.get(f"{_P}next_id", "0")), "labels": len(set(labels.values())),
             "with_metadata": self._count('meta != ""'),
-            "milvus_index": {k: v for k, v in index.items() if k in ("index_type", "metric_type", "M",
+            "milvus_index": {k: v for k, v in index.items() if k in ("index_type", "metric_type", "params", "M",
                                                                      "efConstruction", "nlist")},
             "search_params": dict(self._search_params), "feature_model": self.feature_model,
         }

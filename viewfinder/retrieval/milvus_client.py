@@ -59,6 +59,9 @@ def client_for(location: MilvusLocation) -> Any:
             except ImportError:
                 raise ConfigError(f"{INSTALL_HINT} (Milvus Lite, for milvus:/// files, comes with it)") from None
             location.lite_path.parent.mkdir(parents=True, exist_ok=True)
+            # Embedded Lite serves gRPC from this process; a call it does not implement (pymilvus's
+            # AllocTimestamp after a flush, which pymilvus then does without) would log a traceback here.
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
         try:
             client = MilvusClient(uri=location.uri, token=token, timeout=CONNECT_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException, grpc and OS errors alike
