@@ -63,13 +63,12 @@ def register(cli: click.Group) -> None:
     def build(gallery: str, label_file: str | None, index_dir: str, index_type: str, metric_type: str,
               pipeline: str, device: str | None) -> None:
         """Embed a gallery and write a new index."""
-        from ..retrieval import parse_location, write_gallery
+        from ..retrieval import parse_location
 
         parse_location(index_dir)  # a malformed location fails before the models load
         runner = _pipeline(pipeline, device)
         index = runner.build_index(gallery, label_file or str(Path(gallery) / "gallery.txt"),
-                                   metric_type=metric_type, index_type=index_type)
-        write_gallery(index, index_dir)
+                                   metric_type=metric_type, index_type=index_type, index_dir=index_dir)
         _report(runner, index, index_dir)
 
     @index_group.command("append")

@@ -212,28 +212,36 @@ class ShiTuV2Pipeline(BasePipeline):
     def build_index(self, gallery_imgs: Any = None, gallery_label: Any = None, metric_type: str = "IP",
                     index_type: str = "HNSW32", *, data_root: Any = None, index_dir: Any = None,
                     show_progress: bool = True, **index_params: Any):
-        """Embed a gallery and index it; returns the :class:`~viewfinder.IndexData` (``.save(dir)`` it).
+        """Embed a gallery and index it; returns the :class:`~viewfinder.IndexData` (``.save(dir)`` it),
+        or with a Milvus ``index_dir`` the gallery written there.
 
         Forms: ``(folder, label_file)``, ``(list_of_images, list_of_labels)``, and the older
         ``build_index(data_root=folder, index_dir=out)`` reading ``folder/gallery.txt`` and
         saving into ``index_dir`` (a folder or a Milvus location). Unreadable images are skipped and
         listed in ``self.last_report``.
         """
-        from ..retrieval import IndexData
+        from ..retrieval import IndexData, is_milvus, parse_location, write_gallery
 
         if data_root is not None and gallery_imgs is None:
             gallery_imgs = data_root
             gallery_label = gallery_label or Path(data_root) / "gallery.txt"
+        if index_dir is not None:
+            parse_location(index_dir)  # a malformed location fails before the embedding
+        into_milvus = is_milvus(index_dir)
+        if into_milvus and index_params:
+            raise ConfigError(f"{sorted(index_params)}: faiss index parameters; a Milvus gallery is built with "
+                              "the defaults (HNSW M=32, efConstruction=80; IVF nlist from the size)")
         sources, labels, paths, skipped = self._gallery(gallery_imgs, gallery_label)
         features, kept, metadata = self._embed_gallery(sources, labels, paths, skipped, show_progress)
-        index = IndexData.build(features, kept, index_type=index_type, metric_type=metric_type,
-                                metadata=metadata, **index_params)
+        # For Milvus the in-memory index only carries the items there (Flat: no faiss graph built for nothing).
+        index = IndexData.build(features, kept, index_type="Flat" if into_milvus else index_type,
+                                metric_type=metric_type, metadata=metadata, **({} if into_milvus else index_params))
         index.feature_model = self._feature_model()
         self.last_report = GalleryReport(added=len(kept), skipped=skipped)
-        if index_dir is not None:  # a folder or a Milvus location
-            from ..retrieval import write_gallery
-
-            write_gallery(index, index_dir)
+        if into_milvus:
+            return write_gallery(index, index_dir, index_type=index_type)
+        if index_dir is not None:
+            index.save(index_dir)
         return index
 
     def append_index(self, gallery_imgs: Any, gallery_label: Any, index: Any, show_progress: bool = True):

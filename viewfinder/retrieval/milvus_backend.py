@@ -24,7 +24,15 @@ from viewfinder.errors import RetrievalIndexError
 from viewfinder.retrieval import faiss_factory as ff
 from viewfinder.retrieval.backend import GalleryItems, ScoreRules, score_meaning
 from viewfinder.retrieval.location import LOCK_SUFFIX, TEMP_MARK, MilvusLocation, parse_location
-from viewfinder.retrieval.milvus_client import DataType, MilvusClient, call, client_for, translate
+from viewfinder.retrieval.milvus_client import (
+    BULK_TIMEOUT_S,
+    CALL_TIMEOUT_S,
+    DataType,
+    MilvusClient,
+    call,
+    client_for,
+    translate,
+)
 from viewfinder.retrieval.milvus_lock import gallery_lock, lock_name
 from viewfinder.retrieval.validate import _preview, as_ids, as_k, as_label_list, as_labels, as_matrix, as_metadata
 
@@ -140,14 +148,16 @@ class MilvusGallery(ScoreRules):
                             next_id=str(int(source.next_id)), feature_model=source.feature_model)
         with translate(loc, "gallery write"):
             client.create_collection(temp, schema=_schema(source.dim, f"viewfinder gallery {loc.collection}"),
-                                     index_params=params, properties=properties, consistency_level="Strong")
+                                     index_params=params, properties=properties, consistency_level="Strong",
+                                     timeout=CALL_TIMEOUT_S)
             try:
-                _insert(client, temp, items.ids, items.vectors, items.labels, items.metadata)
-                client.flush(temp)  # seal what was written: Milvus builds the vector index on sealed data
-                if overwrite and client.has_collection(loc.collection):
-                    client.drop_collection(loc.collection)
-                client.rename_collection(temp, loc.collection)
-                client.load_collection(loc.collection)
+                _insert(client, temp, items.ids, items.vectors, items.labels, items.metadata, BULK_TIMEOUT_S)
+                # seal what was written: Milvus builds the vector index on sealed data
+                client.flush(temp, timeout=BULK_TIMEOUT_S)
+                if overwrite and client.has_collection(loc.collection, timeout=CALL_TIMEOUT_S):
+                    client.drop_collection(loc.collection, timeout=CALL_TIMEOUT_S)
+                client.rename_collection(temp, loc.collection, timeout=BULK_TIMEOUT_S)  # Lite: waits for the index build
+                client.load_collection(loc.collection, timeout=BULK_TIMEOUT_S)
             except BaseException:
                 try:
                     client.drop_collection(temp)
@@ -414,7 +424,7 @@ def _facts(loc: MilvusLocation, described: dict[str, Any]) -> dict[str, Any]:
 
 
 def _insert(client: Any, name: str, ids: np.ndarray, vectors: np.ndarray, labels: list[str],
-            metadata: list[Any] | None) -> None:
+            metadata: list[Any] | None, timeout: float = CALL_TIMEOUT_S) -> None:
     n = len(ids)
     if n == 0:
         return
@@ -423,4 +433,4 @@ def _insert(client: Any, name: str, ids: np.ndarray, vectors: np.ndarray, labels
         end = min(n, start + step)
         rows = [{"id": int(ids[i]), "vector": vectors[i], "label": labels[i],
                  "meta": _meta_text(metadata[i]) if metadata else ""} for i in range(start, end)]
-        client.insert(name, rows, timeout=120)
+        client.insert(name, rows, timeout=timeout)  # an insert may flush (and index) a full memtable

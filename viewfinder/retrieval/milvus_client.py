@@ -16,6 +16,11 @@ from viewfinder.retrieval.location import MilvusLocation
 INSTALL_HINT = 'Milvus index locations need pymilvus: pip install "viewfinder[milvus]"'
 CONNECT_TIMEOUT_S = 5.0   # an unreachable server is reported in seconds, never a hang
 CALL_TIMEOUT_S = 120.0    # a reachable server that stops answering mid-call
+BULK_TIMEOUT_S = 3600.0   # writing a whole gallery: inserts, then the flush that builds its index
+# pymilvus pings every 10 s; a gRPC server's default policy (Milvus Lite's) allows one ping per
+# 5 min while a call sends no data, and answers a long call (a flush building an index) with
+# GOAWAY "too_many_pings", which breaks it. Hangs are bounded by the call timeouts above instead.
+_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 T = TypeVar("T")
 
 try:
@@ -35,7 +40,7 @@ for _name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite"):
 _clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
 
-__all__ = ["CALL_TIMEOUT_S", "DataType", "MilvusClient", "MilvusException", "call", "client_for", "pymilvus",
+__all__ = ["BULK_TIMEOUT_S", "CALL_TIMEOUT_S", "DataType", "MilvusClient", "MilvusException", "call", "client_for", "pymilvus",
            "translate"]
 
 
@@ -63,7 +68,8 @@ def client_for(location: MilvusLocation) -> Any:
             # AllocTimestamp after a flush, which pymilvus then does without) would log a traceback here.
             logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
         try:
-            client = MilvusClient(uri=location.uri, token=token, timeout=CONNECT_TIMEOUT_S)
+            client = MilvusClient(uri=location.uri, token=token, timeout=CONNECT_TIMEOUT_S,
+                                  grpc_options=dict(_GRPC_OPTIONS))
         except Exception as exc:  # noqa: BLE001 - pymilvus raises MilvusException, grpc and OS errors alike
             raise IndexBackendError(_unreachable(location, exc)) from None
         _clients[key] = client
