@@ -1,9 +1,12 @@
 """Gallery backends at scale: search latency p50/p99 and recall@1 against exact search.
 
-Data: N random unit vectors (Gaussian rows, normalised; no cluster structure, the hard case for
-graph indexes), inner product, HNSW M=32 / efConstruction 80 / ef 128 everywhere. Queries are
-fresh random unit vectors, searched one at a time (what one recognition request does), top-k.
-Recall@1: the share of queries whose top-1 id is the exact (brute-force) top-1.
+Data (``--data``): ``random`` (default): N random unit vectors (Gaussian rows, normalised) and
+fresh random queries; no neighbour structure, the worst case for graph indexes (every point is
+almost equally far from a query, so recall@1 is low for any HNSW). ``clustered``: the
+embedding-like data of benchmarks/index.py (class centres, Zipf class sizes; half the queries
+new samples of a class, half noisy copies of gallery items). Inner product, HNSW M=32 /
+efConstruction 80 / ef 128 everywhere; queries searched one at a time (what one recognition
+request does), top-k. Recall@1: the share of queries whose top-1 id is the exact top-1.
 
 Sections, each a function ``(args) -> list[dict]`` whose rows share one table:
 
@@ -43,10 +46,15 @@ Section = Callable[[argparse.Namespace], list[dict[str, Any]]]
 
 # ------------------------------------------------------------------ data (made once, shared by sections)
 class Data:
-    def __init__(self, n: int, dim: int, queries: int, seed: int) -> None:
+    def __init__(self, kind: str, n: int, dim: int, queries: int, seed: int) -> None:
         rng = np.random.default_rng(seed)
-        self.gallery = _unit(rng.standard_normal((n, dim), dtype=np.float32))
-        self.queries = _unit(rng.standard_normal((queries, dim), dtype=np.float32))
+        if kind == "clustered":
+            from benchmarks.index import make_data
+
+            self.gallery, self.queries = make_data(n, dim, 1000, queries, seed)
+        else:
+            self.gallery = _unit(rng.standard_normal((n, dim), dtype=np.float32))
+            self.queries = _unit(rng.standard_normal((queries, dim), dtype=np.float32))
         self.extra = _unit(rng.standard_normal((64, dim), dtype=np.float32))
         self.labels = [f"c{i % 1000}" for i in range(n)]
         exact = IndexData.build(self.gallery, self.labels, index_type="Flat")
@@ -64,8 +72,8 @@ def data(args: argparse.Namespace) -> Data:
     global _data
     if _data is None:
         started = time.perf_counter()
-        _data = Data(args.n, args.dim, args.queries, args.seed)
-        print(f"data: {args.n} x {args.dim} random unit vectors, {args.queries} queries, exact top-1 in "
+        _data = Data(args.data, args.n, args.dim, args.queries, args.seed)
+        print(f"data: {args.n} x {args.dim} {args.data} unit vectors, {args.queries} queries, exact top-1 in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
     return _data
 
@@ -87,7 +95,7 @@ def measure(name: str, gallery: Any, write_s: float, args: argparse.Namespace, *
         gallery.append(vector, ["extra"])
         appends.append((time.perf_counter() - started) * 1000)
     ms = np.asarray(latencies)
-    return {"backend": name, "n": args.n, "dim": args.dim, "write_s": round(write_s, 1),
+    return {"backend": name, "data": args.data, "n": args.n, "dim": args.dim, "write_s": round(write_s, 1),
             "search_p50_ms": round(float(np.percentile(ms, 50)), 2),
             "search_p99_ms": round(float(np.percentile(ms, 99)), 2),
             "recall@1": round(float(np.mean(np.asarray(found) == d.truth)), 3),
@@ -165,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="gallery size (default 100000)")
     ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--data", default="random", choices=["random", "clustered"])
     ap.add_argument("--queries", type=int, default=1000, help="queries timed one at a time")
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--appends", type=int, default=50, help="one-item appends timed per backend")

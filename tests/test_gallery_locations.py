@@ -142,7 +142,8 @@ def test_plain_paths_never_import_pymilvus(tmp_path):
         open_store(ServingConfig(index_store="{tmp_path}/store")).create(open_gallery("{tmp_path}/b"))
         from click.testing import CliRunner
         from viewfinder.cli import cli
-        assert CliRunner().invoke(cli, ["index", "remove", "--index_dir", "{tmp_path}/b", "--labels", "a"]).exit_code == 0
+        removed = CliRunner().invoke(cli, ["index", "remove", "--index_dir", "{tmp_path}/b", "--labels", "a"])
+        assert removed.exit_code == 0
         print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("pymilvus", "milvus_lite", "grpc"))))
     """)
     assert result.returncode == 0, result.stderr

@@ -96,14 +96,16 @@ def cluster(mobilenet_v2_weights, tmp_path_factory):
 
 def test_an_add_through_one_process_is_found_through_the_other_at_once(cluster, photos):
     a, b = cluster
-    key = a.post("/shitu-index-build", {"imageLabelPairs": [{"image": b64(photos / "horses.jpg"), "label": "horse"},
-                                                            {"image": b64(photos / "dog.jpg"), "label": "dog"}]})["indexKey"]
+    pairs = [{"image": b64(photos / "horses.jpg"), "label": "horse"},
+             {"image": b64(photos / "dog.jpg"), "label": "dog"}]
+    key = a.post("/shitu-index-build", {"imageLabelPairs": pairs})["indexKey"]
     added = a.post("/shitu-index-add", {"indexKey": key, "changedOnly": True,
                                         "imageLabelPairs": [{"image": b64(photos / "kite.jpg"), "label": "kite"}]})
     assert added == {"idMap": {"2": "kite"}, "addedIds": [2], "indexSize": 3}
     found = b.post("/shitu-infer", {"image": b64(photos / "kite.jpg"), "indexKey": key, "visualize": False})
     assert found["detectedObjects"][0]["recResults"][0]["label"] == "kite"
-    assert key in [row["indexKey"] for row in httpx.get(f"{b.url}/shitu-indexes", timeout=30).json()["result"]["indexes"]]
+    listed = httpx.get(f"{b.url}/shitu-indexes", timeout=30).json()["result"]["indexes"]
+    assert key in [row["indexKey"] for row in listed]
     removed = b.post("/shitu-index-remove", {"indexKey": key, "ids": [0], "changedOnly": True})
     assert removed == {"idMap": {"0": "horse"}, "removedIds": [0], "indexSize": 2}
     info = httpx.get(f"{a.url}/shitu-index/{key}", params={"withIdMap": "true"}, timeout=30).json()["result"]

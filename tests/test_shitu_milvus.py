@@ -118,5 +118,10 @@ def test_cli_on_milvus_matches_faiss(opencv_photos, tmp_path, mobilenet_v2_weigh
     assert again.exit_code == 2 and "already holds a gallery" in again.stderr
     back = runner.invoke(cli, ["index", "migrate", str(copied), f"{lite}?collection=back"])
     assert back.exit_code == 0 and open_gallery(f"{lite}?collection=back").next_id == 6
+    listed = runner.invoke(cli, ["index", "list", lite]).stdout.split()
+    assert f"{lite}?collection=cli" in listed and f"{lite}?collection=back" in listed
+    assert runner.invoke(cli, ["index", "delete", f"{lite}?collection=back"]).exit_code == 0
+    gone = runner.invoke(cli, ["index", "info", f"{lite}?collection=back"])
+    assert gone.exit_code == 2 and "does not exist" in gone.stderr
     malformed = runner.invoke(cli, ["index", "info", "milvus://h:1"])
     assert malformed.exit_code == 2 and "must name its collection" in malformed.stderr

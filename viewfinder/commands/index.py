@@ -1,9 +1,9 @@
-"""``viewfinder index build|append|remove|info|migrate``: manage PP-ShiTuV2 gallery indexes.
+"""``viewfinder index build|append|remove|info|list|delete|migrate``: manage PP-ShiTuV2 gallery indexes.
 
 Every command takes an index *location*: a folder (faiss, the default), ``milvus:///ABS/PATH/x.db?
 collection=NAME`` (Milvus Lite in a file) or ``milvus://HOST:PORT?collection=NAME`` (a Milvus
 server; token from $MILVUS_TOKEN). build/append embed gallery images with a PP-ShiTuV2 pipeline
-config (``--pipeline``, default the built-in PP-ShiTuV2); remove, info and migrate need no model.
+config (``--pipeline``, default the built-in PP-ShiTuV2); the others need no model.
 Folder changes are saved atomically under the folder's writer lock (safe next to a server
 serving it); Milvus changes are written through.
 """
@@ -114,6 +114,26 @@ def register(cli: click.Group) -> None:
                 raise ConfigError(f"--ids must be comma-separated integers, got {ids!r}") from None
             removed, index = update_gallery(index_dir, lambda target: target.remove(wanted))
         click.echo(f"removed {len(removed)} ids; {len(index)} items left in {index_dir}")
+
+    @index_group.command("list")
+    @click.argument("prefix")
+    @guarded
+    def list_command(prefix: str) -> None:
+        """The galleries under PREFIX: index sub-folders of a folder, or the collections of a Milvus store."""
+        from ..retrieval import list_galleries
+
+        for location in list_galleries(prefix):
+            click.echo(location)
+
+    @index_group.command("delete")
+    @click.argument("index_dir")
+    @guarded
+    def delete(index_dir: str) -> None:
+        """Delete the gallery at INDEX_DIR (a folder's files, or a Milvus collection)."""
+        from ..retrieval import delete_gallery
+
+        delete_gallery(index_dir)
+        click.echo(f"deleted {index_dir}")
 
     @index_group.command("migrate")
     @click.argument("source")

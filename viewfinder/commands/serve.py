@@ -63,7 +63,8 @@ def register(cli: click.Group) -> None:
                       request_timeout_s: float | None, random_init: bool, log_level: str) -> None:
         """Serve a pipeline over HTTP with PaddleX's endpoints (FastAPI; OpenAPI at /docs)."""
         run_server(pipeline, host, port, device, use_hpip, data_dir, api_key, index_store=index_store,
-                   memory_index=memory_index, workers=workers, processes=processes, visualize=visualize, max_queue=max_queue,
-                   request_timeout_s=request_timeout_s, random_init=random_init, log_level=log_level)
+                   memory_index=memory_index, workers=workers, processes=processes, visualize=visualize,
+                   max_queue=max_queue, request_timeout_s=request_timeout_s, random_init=random_init,
+                   log_level=log_level)
 
     cli.add_command(serve_command)

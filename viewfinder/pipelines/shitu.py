@@ -260,7 +260,8 @@ class ShiTuV2Pipeline(BasePipeline):
         return GalleryEmbedding(features, kept, metadata, skipped, self._feature_model())
 
     def append_embedding(self, embedding: GalleryEmbedding, index: Any):
-        """Add an :meth:`embed_gallery` result to ``index`` (an IndexData, folder or Milvus location); returns the index."""
+        """Add an :meth:`embed_gallery` result to ``index`` (an IndexData, folder or Milvus location);
+        returns the index."""
         if embedding.feature_model != self._feature_model():
             raise ConfigError(f"these features come from {embedding.feature_model.get('model_name')}, not this "
                               f"pipeline's {self.recognizer.model_name}: embed them with this pipeline")

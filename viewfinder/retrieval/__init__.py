@@ -7,7 +7,7 @@ functions of ``galleries`` work on any location string (docs/scale.md).
 """
 from __future__ import annotations
 
-from viewfinder.errors import IndexFolderGone
+from viewfinder.errors import IndexBackendError, IndexFolderGone
 from viewfinder.retrieval.backend import Gallery, GalleryItems, is_gallery
 from viewfinder.retrieval.compat import check_feature_model
 from viewfinder.retrieval.galleries import (
@@ -40,6 +40,7 @@ __all__ = [
     "FolderVersion",
     "Gallery",
     "GalleryItems",
+    "IndexBackendError",
     "IndexData",
     "IndexFolderGone",
     "MilvusLocation",

@@ -14,7 +14,6 @@ faiss), ``HNSW32`` -> ``HNSW`` (M=32, efConstruction=80, ef=128: the faiss defau
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from typing import Any, Iterable, Iterator
 
@@ -107,7 +106,6 @@ class MilvusGallery(ScoreRules):
         self.metric_type = ff.normalize_metric_type(facts["metric_type"])
         self._search_params = dict(facts.get("search_params") or {})
         self._feature_model = facts.get("feature_model")
-        self._facts_lock = threading.Lock()
 
     # ------------------------------------------------------------------ opening and writing
     @classmethod
@@ -156,7 +154,8 @@ class MilvusGallery(ScoreRules):
                 client.flush(temp, timeout=BULK_TIMEOUT_S)
                 if overwrite and client.has_collection(loc.collection, timeout=CALL_TIMEOUT_S):
                     client.drop_collection(loc.collection, timeout=CALL_TIMEOUT_S)
-                client.rename_collection(temp, loc.collection, timeout=BULK_TIMEOUT_S)  # Lite: waits for the index build
+                # Milvus Lite finishes building the index before it renames: a bulk timeout
+                client.rename_collection(temp, loc.collection, timeout=BULK_TIMEOUT_S)
                 client.load_collection(loc.collection, timeout=BULK_TIMEOUT_S)
             except BaseException:
                 try:
@@ -231,7 +230,8 @@ class MilvusGallery(ScoreRules):
                 raise RetrievalIndexError(f"label {i} is longer than Milvus allows ({MAX_LABEL_BYTES} bytes)")
         texts = [_meta_text(m) for m in (meta or [None] * len(x))]
         if any(len(t.encode("utf-8")) > MAX_LABEL_BYTES for t in texts):
-            raise RetrievalIndexError(f"a metadata entry is longer than Milvus allows ({MAX_LABEL_BYTES} bytes as JSON)")
+            raise RetrievalIndexError(f"a metadata entry is longer than Milvus allows "
+                                      f"({MAX_LABEL_BYTES} bytes as JSON)")
         first = self._reserve(len(x))
         ids = np.arange(first, first + len(x), dtype=np.int64)
         # The ids are ours alone now; the insert needs no lock. A failed insert wastes them (never reused).

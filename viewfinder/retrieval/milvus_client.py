@@ -40,8 +40,8 @@ for _name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite"):
 _clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
 
-__all__ = ["BULK_TIMEOUT_S", "CALL_TIMEOUT_S", "DataType", "MilvusClient", "MilvusException", "call", "client_for", "pymilvus",
-           "translate"]
+__all__ = ["BULK_TIMEOUT_S", "CALL_TIMEOUT_S", "DataType", "MilvusClient", "MilvusException", "call",
+           "client_for", "pymilvus", "translate"]
 
 
 def _message(exc: BaseException) -> str:
