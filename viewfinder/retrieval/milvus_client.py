@@ -41,7 +41,7 @@ _clients: dict[tuple[str, str], Any] = {}
 _clients_lock = threading.Lock()
 
 __all__ = ["BULK_TIMEOUT_S", "CALL_TIMEOUT_S", "DataType", "MilvusClient", "MilvusException", "call",
-           "client_for", "pymilvus", "translate"]
+           "client_for", "close_all", "pymilvus", "translate"]
 
 
 def _message(exc: BaseException) -> str:
@@ -74,6 +74,24 @@ def client_for(location: MilvusLocation) -> Any:
             raise IndexBackendError(_unreachable(location, exc)) from None
         _clients[key] = client
         return client
+
+
+def close_all() -> None:
+    """Close this process's clients and stop the Milvus Lite servers it started (their threads,
+    which compact in the background, stop too): for tests, and for a clean shutdown."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:
+        return
+    server_manager_instance.release_all()
 
 
 def _unreachable(location: MilvusLocation, exc: BaseException) -> str:
