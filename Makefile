@@ -16,6 +16,7 @@ $(STAMP): $(VPY) pyproject.toml requirements/lock.txt
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c requirements/lock.txt -e '.[dev]'
 	$(VPY) -m pip install -q -c requirements/lock.txt -e '.[ray]'  # viewfinder batch: tests/test_batch_ray.py
+	$(VPY) -m pip install -q -c requirements/lock.txt -e '.[milvus]'  # the Milvus backend's tests (docs/scale.md)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,16 @@ os.environ["VIEWFINDER_OFFLINE"] = "1"
 # The default engine ("auto") exports each model to ONNX on first use (10-60 s each): the
 # suite runs torch unless a test asks for an engine; tests/test_engines*.py cover ONNX Runtime.
 os.environ.setdefault("VIEWFINDER_ENGINE", "torch")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_embedded_milvus():
+    """After a module that used Milvus Lite in this process: stop its servers and their background
+    threads (compaction), so that they cannot disturb later modules (e.g. page-fault counts)."""
+    yield
+    client = sys.modules.get("viewfinder.retrieval.milvus_client")
+    if client is not None:
+        client.close_all()
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,12 @@ class IndexFolderGone(RetrievalIndexError):
     """The folder was deleted (or replaced) while we waited for its writer lock."""
 
 
+class IndexBackendError(RetrievalIndexError):
+    """The index backend (a Milvus server or Milvus Lite file) could not be reached, or a call to it failed."""
+
+    http_status = 500  # not the client's fault
+
+
 # --- datasets (viewfinder.datasets) -------------------------------------------------------------
 
 class DatasetError(ViewfinderError):

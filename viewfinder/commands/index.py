@@ -1,9 +1,11 @@
-"""``viewfinder index build|append|remove|info``: manage PP-ShiTuV2 gallery indexes on disk.
+"""``viewfinder index build|append|remove|info|list|delete|migrate``: manage PP-ShiTuV2 gallery indexes.
 
-build/append embed gallery images with a PP-ShiTuV2 pipeline config (``--pipeline``,
-default the built-in PP-ShiTuV2); remove and info need no model. Every change is saved
-atomically: an interrupted command leaves the previous index intact. append and remove hold
-the folder's writer lock, so they are safe next to a server serving the same folder.
+Every command takes an index *location*: a folder (faiss, the default), ``milvus:///ABS/PATH/x.db?
+collection=NAME`` (Milvus Lite in a file) or ``milvus://HOST:PORT?collection=NAME`` (a Milvus
+server; token from $MILVUS_TOKEN). build/append embed gallery images with a PP-ShiTuV2 pipeline
+config (``--pipeline``, default the built-in PP-ShiTuV2); the others need no model.
+Folder changes are saved atomically under the folder's writer lock (safe next to a server
+serving it); Milvus changes are written through.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import click
 from .guard import guarded
 
 PIPELINE_HELP = "PP-ShiTuV2 pipeline name or YAML (decides the recognition model)."
+LOCATION_HELP = ("Index location: a folder, milvus:///ABS/PATH/x.db?collection=NAME or "
+                 "milvus://HOST:PORT?collection=NAME.")
 
 
 def _pipeline(pipeline: str, device: str | None):
@@ -36,21 +40,21 @@ def _report(runner, index, index_dir: str) -> None:
 def register(cli: click.Group) -> None:
     @cli.group("index")
     def index_group() -> None:
-        """Build, append to, remove from and inspect gallery indexes."""
+        """Build, append to, remove from, inspect and migrate gallery indexes."""
 
     @index_group.command("info")
     @click.argument("index_dir")
     @guarded
     def info(index_dir: str) -> None:
-        """Describe an index folder (and check it is consistent)."""
-        from ..retrieval import index_info_command
+        """Describe an index (a folder is checked for consistency)."""
+        from ..retrieval import gallery_info
 
-        click.echo(json.dumps(index_info_command(index_dir), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(gallery_info(index_dir), indent=2, ensure_ascii=False))
 
     @index_group.command("build")
     @click.option("--gallery", "gallery", required=True, help="Gallery root folder.")
     @click.option("--label_file", default=None, help="'path label' lines (default: GALLERY/gallery.txt).")
-    @click.option("--index_dir", required=True, help="Folder to write vector.index + id_map.yaml into.")
+    @click.option("--index_dir", required=True, help=LOCATION_HELP + " Replaced if it exists.")
     @click.option("--index_type", default="HNSW32", show_default=True, help="Flat, IVF or HNSW32.")
     @click.option("--metric_type", default="IP", show_default=True, help="IP or L2.")
     @click.option("--pipeline", default="PP-ShiTuV2", show_default=True, help=PIPELINE_HELP)
@@ -59,16 +63,18 @@ def register(cli: click.Group) -> None:
     def build(gallery: str, label_file: str | None, index_dir: str, index_type: str, metric_type: str,
               pipeline: str, device: str | None) -> None:
         """Embed a gallery and write a new index."""
+        from ..retrieval import parse_location
+
+        parse_location(index_dir)  # a malformed location fails before the models load
         runner = _pipeline(pipeline, device)
         index = runner.build_index(gallery, label_file or str(Path(gallery) / "gallery.txt"),
-                                   metric_type=metric_type, index_type=index_type)
-        index.save(index_dir)
+                                   metric_type=metric_type, index_type=index_type, index_dir=index_dir)
         _report(runner, index, index_dir)
 
     @index_group.command("append")
     @click.option("--gallery", "gallery", required=True, help="Gallery root folder.")
     @click.option("--label_file", default=None, help="'path label' lines (default: GALLERY/gallery.txt).")
-    @click.option("--index_dir", required=True, help="Existing index folder (updated in place).")
+    @click.option("--index_dir", required=True, help=LOCATION_HELP + " Must exist; updated in place.")
     @click.option("--index_type", default=None,
                   help="Optional check: the index's type (Flat, IVF, HNSW32); another is an error.")
     @click.option("--pipeline", default="PP-ShiTuV2", show_default=True, help=PIPELINE_HELP)
@@ -77,47 +83,90 @@ def register(cli: click.Group) -> None:
     def append(gallery: str, label_file: str | None, index_dir: str, index_type: str | None, pipeline: str,
                device: str | None) -> None:
         """Add gallery images to an existing index (it keeps its type and metric)."""
-        from ..retrieval import writer_lock
+        from ..retrieval import parse_location, update_gallery
 
+        parse_location(index_dir)
         runner = _pipeline(pipeline, device)
-        with writer_lock(index_dir):  # a server or another command may change the same folder
-            index = runner.append_index(gallery, label_file or str(Path(gallery) / "gallery.txt"), index_dir,
-                                        index_type=index_type)
-            index.save(index_dir)
+        labels = label_file or str(Path(gallery) / "gallery.txt")
+        _, index = update_gallery(index_dir, lambda target: runner.append_index(gallery, labels, target,
+                                                                                 index_type=index_type))
         _report(runner, index, index_dir)
 
     @index_group.command("remove")
-    @click.option("--index_dir", required=True, help="Existing index folder (updated in place).")
+    @click.option("--index_dir", required=True, help=LOCATION_HELP + " Updated in place.")
     @click.option("--ids", default=None, help="Comma-separated ids, e.g. 3,7,8.")
     @click.option("--id_file", default=None, help="File whose lines start with an id.")
+    @click.option("--labels", default=None, help="Comma-separated labels: every item with one of them goes.")
     @click.option("--gallery", default=None,
                   help="Remove every item whose label is in GALLERY/gallery.txt (PaddleX 3.0's data_root).")
     @click.option("--label_file", default=None, help="With --gallery: the label file (default: GALLERY/gallery.txt).")
     @click.option("--index_type", default=None,
                   help="Optional check: the index's type (Flat, IVF, HNSW32); another is an error.")
     @guarded
-    def remove(index_dir: str, ids: str | None, id_file: str | None, gallery: str | None, label_file: str | None,
-               index_type: str | None) -> None:
-        """Remove items by id, or by the labels of a gallery (unknown ids are an error; the index is then unchanged)."""
+    def remove(index_dir: str, ids: str | None, id_file: str | None, labels: str | None, gallery: str | None,
+               label_file: str | None, index_type: str | None) -> None:
+        """Remove items by id, by label or by the labels of a gallery (unknown ids or labels are an error;
+        the index is then unchanged)."""
         from ..errors import ConfigError
         from ..pipelines.gallery import read_id_file
         from ..pipelines.index_forms import check_same_kind, ids_for_gallery_labels
-        from ..retrieval import IndexData, writer_lock
+        from ..retrieval import update_gallery
 
-        if sum(given is not None for given in (ids, id_file, gallery)) != 1:
-            raise ConfigError("give exactly one of --ids, --id_file or --gallery")
+        if sum(option is not None for option in (ids, id_file, labels, gallery)) != 1:
+            raise ConfigError("give exactly one of --ids, --id_file, --labels or --gallery")
         if label_file is not None and gallery is None:
             raise ConfigError("--label_file only applies with --gallery")
-        try:
-            wanted = read_id_file(id_file) if id_file else \
-                [int(part) for part in ids.split(",") if part.strip()] if ids is not None else None
-        except ValueError:
-            raise ConfigError(f"--ids must be comma-separated integers, got {ids!r}") from None
-        with writer_lock(index_dir):
-            index = IndexData.load(index_dir)
-            check_same_kind(index, index_type, None, "index remove")
-            if wanted is None:
-                wanted = ids_for_gallery_labels(index, gallery, label_file)
-            index.remove(wanted)
-            index.save(index_dir)
-        click.echo(f"removed {len(wanted)} ids; {len(index)} items left in {index_dir}")
+        wanted_labels: list[str] = []
+        wanted: list[int] = []
+        if labels is not None:
+            wanted_labels = [part.strip() for part in labels.split(",") if part.strip()]
+            if not wanted_labels:
+                raise ConfigError("--labels needs at least one label")
+        elif gallery is None:
+            try:
+                wanted = read_id_file(id_file) if id_file else [int(part) for part in ids.split(",") if part.strip()]
+            except ValueError:
+                raise ConfigError(f"--ids must be comma-separated integers, got {ids!r}") from None
+
+        def change(target):
+            check_same_kind(target, index_type, None, "index remove")
+            if wanted_labels:
+                return target.remove_labels(wanted_labels)
+            return target.remove(ids_for_gallery_labels(target, gallery, label_file) if gallery else wanted)
+
+        removed, index = update_gallery(index_dir, change)
+        click.echo(f"removed {len(removed)} ids; {len(index)} items left in {index_dir}")
+
+    @index_group.command("list")
+    @click.argument("prefix")
+    @guarded
+    def list_command(prefix: str) -> None:
+        """The galleries under PREFIX: index sub-folders of a folder, or the collections of a Milvus store."""
+        from ..retrieval import list_galleries
+
+        for location in list_galleries(prefix):
+            click.echo(location)
+
+    @index_group.command("delete")
+    @click.argument("index_dir")
+    @guarded
+    def delete(index_dir: str) -> None:
+        """Delete the gallery at INDEX_DIR (a folder's files, or a Milvus collection)."""
+        from ..retrieval import delete_gallery
+
+        delete_gallery(index_dir)
+        click.echo(f"deleted {index_dir}")
+
+    @index_group.command("migrate")
+    @click.argument("source")
+    @click.argument("target")
+    @click.option("--overwrite", is_flag=True, help="Replace a gallery already at TARGET.")
+    @click.option("--index_type", default=None, help="Flat, IVF or HNSW32 for the copy (default: the source's).")
+    @guarded
+    def migrate(source: str, target: str, overwrite: bool, index_type: str | None) -> None:
+        """Copy the gallery at SOURCE to TARGET (any two locations; ids, labels, metadata kept)."""
+        from ..retrieval import migrate as copy_gallery
+
+        copied = copy_gallery(source, target, overwrite=overwrite, index_type=index_type)
+        click.echo(f"copied {len(copied)} items ({copied.index_type}, {copied.metric_type}, next id "
+                   f"{copied.next_id}) from {source} to {target}")

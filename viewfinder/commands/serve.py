@@ -47,6 +47,10 @@ def register(cli: click.Group) -> None:
     @click.option("--hpi_config", default=None, help="With --use_hpip: PaddleX's hpi_config as JSON.")
     @click.option("--data_dir", default=None, help="Folder for PP-ShiTuV2 indexes, one sub-folder per indexKey "
                                                    "(default ./.index).")
+    @click.option("--index_store", default=None,
+                  help="Keep PP-ShiTuV2 indexes here instead of --data_dir: a folder, or a Milvus store "
+                       "(milvus://HOST:PORT, milvus:///ABS/PATH/galleries.db), one collection per indexKey, "
+                       "shared by several server processes (docs/scale.md).")
     @click.option("--memory_index", is_flag=True, help="Keep indexes in memory only (lost on exit).")
     @click.option("--api_key", default=None, envvar="VIEWFINDER_API_KEY",
                   help="Require this key (Authorization: Bearer KEY or X-API-Key) on every route but /health.")
@@ -65,13 +69,13 @@ def register(cli: click.Group) -> None:
     @click.option("--log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
     @guarded
     def serve_command(pipeline: str, host: str | None, port: int | None, device: str | None, use_hpip: bool,
-                      hpi_config: str | None, data_dir: str | None, memory_index: bool, api_key: str | None,
-                      workers: int | None, processes: int | None, visualize: bool | None, max_queue: int | None,
-                      request_timeout_s: float | None, random_init: bool, log_level: str) -> None:
+                      hpi_config: str | None, data_dir: str | None, index_store: str | None, memory_index: bool,
+                      api_key: str | None, workers: int | None, processes: int | None, visualize: bool | None,
+                      max_queue: int | None, request_timeout_s: float | None, random_init: bool, log_level: str) -> None:
         """Serve a pipeline over HTTP with PaddleX's endpoints (FastAPI; OpenAPI at /docs)."""
-        run_server(pipeline, host, port, device, use_hpip, data_dir, api_key, memory_index=memory_index,
-                   hpi_config=hpi_config,
-                   workers=workers, processes=processes, visualize=visualize, max_queue=max_queue,
-                   request_timeout_s=request_timeout_s, random_init=random_init, log_level=log_level)
+        run_server(pipeline, host, port, device, use_hpip, data_dir, api_key, index_store=index_store,
+                   memory_index=memory_index, hpi_config=hpi_config, workers=workers, processes=processes,
+                   visualize=visualize, max_queue=max_queue, request_timeout_s=request_timeout_s,
+                   random_init=random_init, log_level=log_level)
 
     cli.add_command(serve_command)

@@ -68,6 +68,8 @@ class GalleryEmbedding:
     metadata: list[dict[str, Any]]
     skipped: list[str]
     feature_model: dict[str, Any]
+    #: the ids ``append_embedding`` gave these features (None before)
+    ids: np.ndarray | None = None
 
 
 def index_from_embedding(embedding: GalleryEmbedding, metric_type: str = "IP", index_type: str = "HNSW32",
@@ -138,6 +140,7 @@ class ShiTuV2Pipeline(BasePipeline):
             else self._create_detector(submodule(config, "Detection"))
         self.recognizer: FeaturePredictor = self._create_submodel(submodule(config, "Recognition"), task=FEATURE_TASK)
         self.last_report = GalleryReport()
+        self._galleries: dict[str, Any] = {}  # Milvus location -> its opened gallery
 
     # ------------------------------------------------------------------ models
     def _create_detector(self, entry: dict[str, Any]) -> BasePredictor:
@@ -170,13 +173,19 @@ class ShiTuV2Pipeline(BasePipeline):
 
     # ------------------------------------------------------------------ index management
     def _load_index(self, index: Any):
-        from ..retrieval import IndexData
+        """An index object as it is, or the gallery at a location (a folder, or a Milvus location)."""
+        from ..retrieval import IndexData, is_gallery, is_milvus, open_gallery
 
-        if isinstance(index, IndexData):
+        if is_gallery(index):
             return index
         if _is_none(index):
-            raise ConfigError("PP-ShiTuV2 needs an index: pass index=IndexData or an index folder, "
+            raise ConfigError("PP-ShiTuV2 needs an index: pass index=IndexData, an index folder or a Milvus location, "
                               "or set `index:` in the pipeline config (build one with build_index)")
+        if is_milvus(index):
+            key = str(index).strip()
+            if key not in self._galleries:  # a live view of the collection: open (connect) once
+                self._galleries[key] = open_gallery(key)
+            return self._galleries[key]
         path = Path(str(index))
         if not path.is_absolute() and not path.exists():
             path = self.config_dir / path
@@ -191,27 +200,9 @@ class ShiTuV2Pipeline(BasePipeline):
         return record
 
     def _check_index(self, index: Any) -> None:
-        dim = self.recognizer.feature_dim
-        if index.dim != dim:
-            raise ConfigError(
-                f"the index holds {index.dim}-d vectors but {self.recognizer.model_name} gives {dim}-d features: "
-                "build the index with the same recognition model"
-            )
-        # Same size is not enough: another network's vectors are meaningless to this one.
-        recorded = index.feature_model or {}
-        mine = self._feature_model()
-        if recorded.get("model_name") not in (None, mine["model_name"]):
-            raise ConfigError(
-                f"the index was built with {recorded['model_name']} features but this pipeline recognises with "
-                f"{mine['model_name']}: build the index with the same recognition model"
-            )
-        if recorded.get("weights_sha256") and mine.get("weights_sha256") \
-                and recorded["weights_sha256"] != mine["weights_sha256"]:
-            raise ConfigError(
-                f"the index was built with other {mine['model_name']} weights (sha256 "
-                f"{recorded['weights_sha256']}, these are {mine['weights_sha256']}; e.g. pretrained vs a "
-                "fine-tuned model_dir): build the index with the same recognition weights"
-            )
+        from ..retrieval import check_feature_model
+
+        check_feature_model(index, self._feature_model())
 
     def _gallery(self, gallery_imgs: Any, gallery_label: Any) -> tuple[list[Any], list[str], list[str | None], list[str]]:
         """Normalise both PaddleX calling forms to (sources, labels, paths, skipped notes)."""
@@ -267,16 +258,30 @@ class ShiTuV2Pipeline(BasePipeline):
     def build_index(self, gallery_imgs: Any = None, gallery_label: Any = None, metric_type: str = "IP",
                     index_type: str = "HNSW32", *, data_root: Any = None, index_dir: Any = None,
                     show_progress: bool = True, **index_params: Any):
-        """Embed a gallery and index it; returns the :class:`~viewfinder.IndexData` (``.save(dir)`` it).
+        """Embed a gallery and index it; returns the :class:`~viewfinder.IndexData` (``.save(dir)`` it),
+        or with a Milvus ``index_dir`` the gallery written there.
 
         Forms: ``(folder, label_file)``, ``(list_of_images, list_of_labels)``, and PaddleX 3.0's
         ``build_index(data_root=folder, index_dir=out, index_type=...)`` reading ``folder/gallery.txt``
-        and saving into ``index_dir``. Unreadable images are skipped and listed in ``self.last_report``.
+        and saving into ``index_dir`` (a folder or a Milvus location). Unreadable images are skipped
+        and listed in ``self.last_report``.
         """
+        from ..retrieval import is_milvus, parse_location, write_gallery
+
         gallery_imgs, gallery_label = gallery_arguments(gallery_imgs, gallery_label, data_root, "build_index")
+        if index_dir is not None:
+            parse_location(index_dir)  # a malformed location fails before the embedding
+        into_milvus = is_milvus(index_dir)
+        if into_milvus and index_params:
+            raise ConfigError(f"{sorted(index_params)}: faiss index parameters; a Milvus gallery is built with "
+                              "the defaults (HNSW M=32, efConstruction=80; IVF nlist from the size)")
         embedding = self.embed_gallery(gallery_imgs, gallery_label, show_progress)
-        index = index_from_embedding(embedding, metric_type, index_type, **index_params)
+        # For Milvus the in-memory index only carries the items there (Flat: no faiss graph built for nothing).
+        index = index_from_embedding(embedding, metric_type, "Flat" if into_milvus else index_type,
+                                     **({} if into_milvus else index_params))
         self.last_report = GalleryReport(added=len(embedding.labels), skipped=embedding.skipped)
+        if into_milvus:
+            return write_gallery(index, index_dir, index_type=index_type)
         if index_dir is not None:
             index.save(index_dir)
         return index
@@ -284,14 +289,19 @@ class ShiTuV2Pipeline(BasePipeline):
     def append_index(self, gallery_imgs: Any = None, gallery_label: Any = None, index: Any = None,
                      show_progress: bool = True, *, data_root: Any = None, index_dir: Any = None,
                      index_type: str | None = None, metric_type: str | None = None):
-        """Add images to ``index`` (an IndexData or folder); type and metric come from the index.
+        """Add images to ``index`` (an IndexData, folder or Milvus location); type and metric come from the index.
 
         PaddleX 3.0's form ``append_index(data_root=folder, index_dir=dir)`` reads
         ``folder/gallery.txt`` and saves the grown index back into ``dir``. An ``index_type`` or
         ``metric_type`` other than the index's own is an error (PaddleX PR #2490).
+        A folder's index is loaded and changed in memory (``.save`` it); a Milvus gallery is changed in place.
         """
+        from ..retrieval import is_milvus
+
         gallery_imgs, gallery_label = gallery_arguments(gallery_imgs, gallery_label, data_root, "append_index")
         source, save_to = index_argument(index, index_dir, "append_index")
+        if index_dir is not None and is_milvus(index_dir):
+            save_to = None  # a Milvus gallery changes in place
         target = self._load_index(source)
         check_same_kind(target, index_type, metric_type, "append_index")
         self._check_index(target)  # before the slow part
@@ -307,13 +317,14 @@ class ShiTuV2Pipeline(BasePipeline):
         return GalleryEmbedding(features, kept, metadata, skipped, self._feature_model())
 
     def append_embedding(self, embedding: GalleryEmbedding, index: Any):
-        """Add an :meth:`embed_gallery` result to ``index`` (an IndexData or folder); returns the index."""
+        """Add an :meth:`embed_gallery` result to ``index`` (an IndexData, folder or Milvus location);
+        returns the index."""
         if embedding.feature_model != self._feature_model():
             raise ConfigError(f"these features come from {embedding.feature_model.get('model_name')}, not this "
                               f"pipeline's {self.recognizer.model_name}: embed them with this pipeline")
         target = self._load_index(index)
         self._check_index(target)
-        target.append(embedding.features, embedding.labels, metadata=embedding.metadata)
+        embedding.ids = target.append(embedding.features, embedding.labels, metadata=embedding.metadata)
         self.last_report = GalleryReport(added=len(embedding.labels), skipped=list(embedding.skipped))
         return target
 
@@ -344,8 +355,8 @@ class ShiTuV2Pipeline(BasePipeline):
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         """Lazily yield a :class:`ShiTuResult` per image.
 
-        ``index`` (an IndexData or index folder; PaddleX 3.0's ``index_dir`` is accepted for it),
-        ``det_threshold``, ``rec_threshold`` and ``rec_topk`` (``topk`` is accepted for it)
+        ``index`` (an IndexData, index folder or Milvus location; PaddleX 3.0's ``index_dir`` is accepted
+        for it), ``det_threshold``, ``rec_threshold`` and ``rec_topk`` (``topk`` is accepted for it)
         override the config's values; ``hamming_radius`` (PaddleX's, for binary indexes) is
         accepted and not used.
         """

@@ -19,9 +19,10 @@ import numpy as np
 from viewfinder.errors import RetrievalIndexError
 from viewfinder.retrieval import faiss_factory as ff
 from viewfinder.retrieval import storage
+from viewfinder.retrieval.backend import GalleryItems
 from viewfinder.retrieval.locks import RWLock
 from viewfinder.retrieval.threads import apply_thread_cap
-from viewfinder.retrieval.validate import _preview, as_ids, as_k, as_labels, as_matrix, as_metadata
+from viewfinder.retrieval.validate import _preview, as_ids, as_k, as_label_list, as_labels, as_matrix, as_metadata
 
 FORMAT_NAME = "viewfinder-index"
 FORMAT_VERSION = 1
@@ -262,6 +263,21 @@ class IndexData:
                 self._compact_locked()
             return gone
 
+    def remove_labels(self, labels: Any, *, ignore_missing: bool = False) -> np.ndarray:
+        """Remove every item whose label is one of ``labels``; returns the removed ids (sorted).
+
+        A label no live item has raises :class:`RetrievalIndexError` listing it, and nothing is
+        removed (``ignore_missing=True`` skips it), as :meth:`remove` does for ids.
+        """
+        wanted = set(as_label_list(labels))
+        with self._lock.read():
+            ids = [i for i, lab in self._labels.items() if lab in wanted]
+            found = {self._labels[i] for i in ids}
+        missing = sorted(wanted - found)
+        if missing and not ignore_missing:
+            raise RetrievalIndexError(f"no item has the label(s) {_preview(missing)}; nothing was removed")
+        return self.remove(np.asarray(ids, dtype=np.int64), ignore_missing=ignore_missing)
+
     def compact(self) -> None:
         """Rebuild now: drops HNSW tombstones; retrains an IVF for its current size."""
         with self._lock.write():
@@ -392,6 +408,47 @@ class IndexData:
                 "faiss_class": type(self._inner).__name__, "params": params,
                 "feature_model": dict(self._feature_model) if self._feature_model is not None else None,
             }
+
+    def export_items(self) -> GalleryItems:
+        """Every live item (ids sorted), e.g. to copy the gallery to another backend."""
+        with self._lock.read():
+            apply_thread_cap()
+            vectors, ids = ff.extract(self._index)
+            keep = np.fromiter((i in self._labels for i in ids.tolist()), bool, len(ids))
+            vectors, ids = vectors[keep], ids[keep]
+            order = np.argsort(ids, kind="stable")
+            vectors, ids = np.ascontiguousarray(vectors[order], dtype=np.float32), ids[order].astype(np.int64)
+            labels = [self._labels[i] for i in ids.tolist()]
+            metadata = [copy.deepcopy(self._metadata.get(i)) for i in ids.tolist()]
+        return GalleryItems(ids, vectors, labels, metadata)
+
+    @classmethod
+    def from_items(cls, items: GalleryItems, *, dim: int, index_type: str = "HNSW32", metric_type: str = "IP",
+                   next_id: int | None = None, feature_model: dict[str, Any] | None = None,
+                   **params: Any) -> "IndexData":
+        """An index holding ``items`` under their own ids (a copy from another backend)."""
+        self = cls(dim, index_type, metric_type, **params)
+        ids = as_ids(items.ids) if len(items.ids) else np.empty(0, np.int64)
+        if len(ids) != len(items.ids):
+            raise RetrievalIndexError("duplicate ids in the items to copy")
+        top = int(ids.max()) + 1 if len(ids) else 0
+        if next_id is not None and next_id < top:
+            raise RetrievalIndexError(f"next_id {next_id} would reuse ids (largest id is {top - 1})")
+        labs = as_labels(items.labels, len(items.ids))
+        meta = as_metadata(items.metadata or None, len(items.ids))
+        if len(items.ids):
+            order = np.argsort(np.asarray(items.ids, dtype=np.int64), kind="stable")
+            x = as_matrix(np.asarray(items.vectors)[order], dim)
+            with self._lock.write():
+                apply_thread_cap()
+                self._set_faiss(ff.build_filled(self._index_type, self._metric_type, self._dim, self._params, x, ids))
+                for i, j in zip(ids.tolist(), order.tolist()):
+                    self._labels[i] = labs[j]
+                    if meta is not None and meta[j] is not None:
+                        self._metadata[i] = meta[j]
+        self._next_id = max(top, next_id or 0)
+        self.feature_model = feature_model
+        return self
 
     def copy(self) -> "IndexData":
         """An independent copy (``faiss.clone_index``: no serialising, no checksums).

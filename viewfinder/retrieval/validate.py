@@ -69,6 +69,17 @@ def as_labels(labels: Any, n: int) -> list[str]:
     return out
 
 
+def as_label_list(labels: Any) -> list[str]:
+    """Labels to remove: one string or a list of them (de-duplicated, in order)."""
+    if isinstance(labels, (str, int)) and not isinstance(labels, bool):
+        labels = [labels]
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist()
+    if not isinstance(labels, Sequence) or isinstance(labels, bytes):
+        raise RetrievalIndexError(f"labels must be a string or a list of strings, got {type(labels).__name__}")
+    return list(dict.fromkeys(as_labels(list(labels), len(labels))))
+
+
 def as_metadata(metadata: Any, n: int) -> list[Any] | None:
     """Optional per-item metadata: None, a string (e.g. source path) or a JSON-able value."""
     if metadata is None:

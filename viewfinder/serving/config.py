@@ -43,6 +43,9 @@ class ServingConfig:
     #: "file_system" (one folder per index under ``data_dir``) or "memory" (lost on exit)
     index_storage: str = "file_system"
     data_dir: Path = Path(DEFAULT_DATA_DIR)
+    #: where PP-ShiTuV2 indexes live instead of ``data_dir``: a folder, or a Milvus store prefix
+    #: (``milvus://HOST:PORT``, ``milvus:///ABS/PATH/galleries.db``): one collection per indexKey
+    index_store: str | None = None
     api_key: str | None = None
     max_body_bytes: int = 64 * 1024 * 1024
     max_image_pixels: int = field(default_factory=max_image_pixels)
@@ -76,6 +79,12 @@ class ServingConfig:
     def __post_init__(self) -> None:
         if self.index_storage not in ("file_system", "memory"):
             raise ConfigError(f"index_storage must be 'file_system' or 'memory', got {self.index_storage!r}")
+        if self.index_store is not None:
+            from ..retrieval.location import parse_location
+
+            parse_location(self.index_store, store=True)  # a malformed store fails here, named
+            if self.index_storage == "memory":
+                raise ConfigError("--index_store and memory indexes exclude each other: choose one")
         for name in ("workers", "processes", "max_batch", "max_body_bytes", "max_image_pixels",
                      "max_images_per_request", "max_concurrency", "max_topk", "max_label_length", "max_queue"):
             value = getattr(self, name)

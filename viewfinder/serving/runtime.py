@@ -31,6 +31,20 @@ def log_id(request: Request) -> str:
     return request.scope["state"]["log_id"]
 
 
+def open_store(config: ServingConfig) -> IndexStore:
+    """The index store the settings name: memory, a folder, or a Milvus database (``--index_store``)."""
+    if config.index_store is None:
+        return IndexStore(None if config.index_storage == "memory" else config.data_dir)
+    from ..retrieval.location import FolderLocation, parse_location
+
+    location = parse_location(config.index_store, store=True)
+    if isinstance(location, FolderLocation):
+        return IndexStore(location.path)
+    from .milvus_store import MilvusIndexStore  # pymilvus only when a Milvus store is named
+
+    return MilvusIndexStore(location)  # type: ignore[return-value]  # the same API
+
+
 class ServiceRuntime:
     def __init__(self, config: ServingConfig, pool: WorkerPool, store: IndexStore | None = None,
                  observe_batch: Callable[[int], None] | None = None) -> None:
@@ -47,8 +61,7 @@ class ServiceRuntime:
     @property
     def store(self) -> IndexStore:
         if self._store is None:
-            root = None if self.config.index_storage == "memory" else self.config.data_dir
-            self._store = IndexStore(root)
+            self._store = open_store(self.config)
         return self._store
 
     @property

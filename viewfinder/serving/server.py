@@ -72,7 +72,8 @@ def uvicorn_log_config(log_level: str) -> dict[str, Any]:
 
 
 def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = None, device: str | None = None,
-          use_hpip: bool | None = None, data_dir: str | Path | None = None, api_key: str | None = None,
+          use_hpip: bool | None = None, data_dir: str | Path | None = None, index_store: str | None = None,
+          api_key: str | None = None,
           memory_index: bool = False, workers: int | None = None, visualize: bool | None = None,
           processes: int | None = None, max_queue: int | None = None, request_timeout_s: float | None = None,
           log_level: str = "info", **create_kwargs: Any) -> None:
@@ -94,7 +95,7 @@ def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = N
 
     logging.getLogger("viewfinder.serving").setLevel(log_level.upper())
     pipeline_config = load_config(str(pipeline), None, PIPELINE_NAMES)
-    overrides: dict[str, Any] = dict(host=host, port=port, data_dir=data_dir, api_key=api_key,
+    overrides: dict[str, Any] = dict(host=host, port=port, data_dir=data_dir, index_store=index_store, api_key=api_key,
                                      workers=workers, visualize=visualize, processes=processes, max_queue=max_queue,
                                      request_timeout_s=request_timeout_s)
     if memory_index:
@@ -107,6 +108,10 @@ def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = N
         if shitu and config.index_storage == "memory":
             raise ConfigError("memory indexes live inside one process: with processes > 1 keep them in a "
                               "folder the processes share (--data_dir), not --memory_index")
+        if shitu and config.index_store is not None and config.index_store.strip().startswith("milvus:///"):
+            raise ConfigError("a Milvus Lite file is open in one process at a time: with processes > 1 run "
+                              "`milvus-lite server --data-dir FILE.db --port PORT` and use "
+                              "--index_store milvus://127.0.0.1:PORT")
         spec = _process_spec(str(pipeline), config, device, use_hpip, log_level, create_kwargs)
         _check_in_subprocess(spec)
         os.environ[PROCESS_SPEC_ENV] = spec
@@ -116,7 +121,9 @@ def serve(pipeline: str | Path, *, host: str | None = None, port: int | None = N
     else:
         runner = load_pipeline(str(pipeline), config, device=device, use_hpip=use_hpip, **create_kwargs)
         app, extra = create_app(runner, config, warmup=True), {}
-    if shitu and config.index_storage == "file_system":
+    if shitu and config.index_store is not None:
+        log.info("indexes are stored in %s", config.index_store)
+    elif shitu and config.index_storage == "file_system":
         log.info("indexes are stored in %s", Path(config.data_dir).resolve())
     if config.api_key is None and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key (set --api_key or $VIEWFINDER_API_KEY)", config.host)

@@ -193,6 +193,7 @@ class ShiTuAdapter(PipelineAdapter):
         in parallel with other requests; the commit then only appends. Others embed in the commit
         (and record no sources).
         """
+        embedding: Any = None
         if self._embeds_apart():
             embedding = await self.runtime.pool.execute(self._embed, images, labels, sources)
 
@@ -203,9 +204,12 @@ class ShiTuAdapter(PipelineAdapter):
                 return self.pipeline.append_index(images, labels, index, **self._quiet("append_index"))
 
         def change(index: IndexData) -> dict[int, str]:
-            first = index.next_id
+            first = index.next_id if embedding is None else 0
             _require_in_place(apply(index), index, "append_index")
-            added = list(range(first, index.next_id))
+            # Our pipeline reports the ids it got (a Milvus gallery's counter is shared with other
+            # processes, so next_id before/after could span their adds too); others: the counter's step.
+            given = getattr(embedding, "ids", None)
+            added = [int(i) for i in given] if given is not None else list(range(first, index.next_id))
             return {i: label for i, label in zip(added, index.get_labels(added)) if label is not None}
         return change
 
