@@ -143,7 +143,7 @@ def test_cli_index_commands_take_the_3_0_options(mobilenet_v2_weights, tmp_path)
     assert removed.exit_code == 0, removed.output
     assert sorted(IndexData.load(index_dir).id_map.values()) == ["graf", "leuven"]
     both = runner.invoke(cli, ["index", "remove", "--index_dir", index_dir, "--gallery", str(first), "--ids", "1"])
-    assert both.exit_code != 0 and "exactly one of --ids, --id_file or --gallery" in both.stderr
+    assert both.exit_code != 0 and "exactly one of --ids, --id_file, --labels or --gallery" in both.stderr
 
 
 def test_service_serves_an_old_yaml_with_a_paddleclas_index(tmp_path):

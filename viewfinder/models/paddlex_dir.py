@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError, WeightsError
 from ..io.paddle_params import read_tensor_stream
+from . import model_dir as our_dir
 from .paddle_program import PaddleProgram, read_program
 from .preprocess import PreprocessConfig
 from .registry import ModelSpec
@@ -76,7 +77,12 @@ def find_config(path: str | Path) -> Path | None:
 
 
 def is_paddlex_dir(path: str | Path) -> bool:
-    return Path(path).is_dir() and find_config(path) is not None
+    """A PaddleX model folder (``inference.yml``), and not one of ours: training writes our model dir
+    into ``best_model/inference/`` with an ``inference.yml`` beside it for PaddleX's layout."""
+    folder = Path(path)
+    if (folder / our_dir.CONFIG_FILE).is_file() and (folder / our_dir.WEIGHTS_FILE).is_file():
+        return False
+    return folder.is_dir() and find_config(path) is not None
 
 
 def _checkpoint(inference_folder: Path) -> Path | None:
