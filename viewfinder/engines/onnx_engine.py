@@ -1,13 +1,12 @@
 """ONNX Runtime engine: CPU execution provider, or CUDA when onnxruntime-gpu is installed.
 
-Sessions run with ``cpu_threads`` intra-op threads and one inter-op thread. Idle
-intra-op threads spin only while a ``run()`` is in progress and sleep between runs
-(``session.force_spinning_stop``). With spinning off altogether (before issue 30) each of
-the 640x640 detector's ~130 parallel sections per image had to wake a sleeping worker (a
-futex wake; on a VM, an interrupt to a halted vCPU), which can take longer than the section's
-share of work, so the calling thread did most of it (issue 30: 1.1 of 2 cores busy). ONNX
-Runtime's default (spinning between runs too) burns the cores that decoding, the other
-model of a pipeline and other processes need between runs.
+Sessions run with ``cpu_threads`` intra-op threads and one inter-op thread, and idle
+intra-op threads do not spin (``allow_spinning=0``). Issue 30 suspected that setting for the
+detector's low core use and tried spinning during runs (``session.force_spinning_stop``), but
+measured on a quiet 2-core EPYC (benchmarks/shitu.py --ab, one-crop, 2 threads): 132 ms/img
+with spinning off against 162 with spinning during runs, both cores busy either way (the
+detector now runs in a thread of its own, overlapped with recognition); ONNX Runtime's
+default (spinning between runs too) burns the cores that decoding and the other model need.
 ``$VIEWFINDER_ORT_SPINNING`` (``run`` | ``off`` | ``always``) overrides this, for A/B timings.
 """
 from __future__ import annotations
@@ -65,7 +64,7 @@ SPINNING_MODES = ("run", "off", "always")
 def spinning_mode() -> str:
     """How idle intra-op threads wait: ``run`` (spin during a run, sleep between runs; the default),
     ``off`` (always sleep) or ``always`` (ONNX Runtime's default)."""
-    mode = (os.environ.get(SPINNING_ENV) or "run").strip().lower()
+    mode = (os.environ.get(SPINNING_ENV) or "off").strip().lower()
     if mode not in SPINNING_MODES:
         raise ConfigError(f"${SPINNING_ENV} must be one of {', '.join(SPINNING_MODES)}, got {mode!r}")
     return mode
