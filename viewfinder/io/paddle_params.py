@@ -34,7 +34,8 @@ _CODES = {dtype: code for code, dtype in DTYPES.items()}
 _MAX_DESC = 1 << 16  # a TensorDesc is a type and a few dims: anything bigger is not a tensor stream
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A protobuf base-128 varint at ``pos``: (value, next position); ValueError when truncated."""
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -57,20 +58,20 @@ def parse_tensor_desc(message: bytes) -> tuple[int, list[int]]:
     dims: list[int] = []
     pos = 0
     while pos < len(message):
-        key, pos = _varint(message, pos)
+        key, pos = read_varint(message, pos)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(message, pos)
+            value, pos = read_varint(message, pos)
             if field == 1:
                 dtype = value
             elif field == 2:
                 dims.append(_signed(value))
         elif wire == 2:
-            length, pos = _varint(message, pos)
+            length, pos = read_varint(message, pos)
             end = pos + length
             if field == 2:  # packed dims
                 while pos < end:
-                    value, pos = _varint(message, pos)
+                    value, pos = read_varint(message, pos)
                     dims.append(_signed(value))
             pos = end
         elif wire == 1:

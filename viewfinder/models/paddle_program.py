@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
+from ..io.paddle_params import read_varint
 
 JSON_FILE = "inference.json"
 PDMODEL_FILE = "inference.pdmodel"
@@ -115,29 +116,18 @@ def read_pir_json(path: Path) -> PaddleProgram:
 
 # --- ProgramDesc protobuf (Paddle < 3) -------------------------------------------------------
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
 def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
     """A protobuf message's (field number, value) pairs: varints as int, length-delimited as bytes."""
     out: list[tuple[int, int | bytes]] = []
     pos = 0
     while pos < len(data):
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(data, pos)
+            value, pos = read_varint(data, pos)
             out.append((number, value))
         elif wire == 2:
-            length, pos = _varint(data, pos)
+            length, pos = read_varint(data, pos)
             out.append((number, data[pos:pos + length]))
             pos += length
         elif wire == 5:
@@ -169,7 +159,7 @@ def _tensor_desc(data: bytes) -> tuple[str, tuple[int, ...]]:
             if isinstance(value, bytes):  # packed
                 pos = 0
                 while pos < len(value):
-                    dim, pos = _varint(value, pos)
+                    dim, pos = read_varint(value, pos)
                     dims.append(_signed(dim))
             else:
                 dims.append(_signed(value))
