@@ -444,7 +444,9 @@ def test_micro_batcher_spreads_bursts_over_workers_and_isolates_failures():
         pool.shutdown()
     assert results == [0, 10, 20, 30, 40, "bad 5", 60, 70, 80, 90, 100, 110]
     assert all(len({i % 2 for i in batch}) == 1 for batch in seen)  # one key per batch
-    assert max(len(batch) for batch in seen) <= 3  # 6 queued per key, 2 workers: at most half each
+    # The burst meets two idle workers: the first takes half of its key's 6; the second, its peer
+    # busy, takes all 6 of the other key (large batches cost less per image); the rest follow.
+    assert [0, 2, 4] in seen and [1, 3, 5, 7, 9, 11] in seen, seen
     assert sorted(i for batch in seen for i in batch) == list(range(12))
 
 

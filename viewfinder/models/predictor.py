@@ -77,6 +77,10 @@ class PreparedImage(DecodedImage):
     model_input: Any = None
 
 
+def _is_prepared(source: Any) -> bool:
+    return isinstance(source, PreparedImage) and source.model_input is not None
+
+
 class BasePredictor:
     """A named model ready to predict: preprocessing + engine + task postprocessing.
 
@@ -204,8 +208,16 @@ class BasePredictor:
         service) can decode, and refuse an undecodable image, before queueing it for the network.
         Raises :class:`~viewfinder.errors.InputError` (or ``ImageTooLargeError``) for a bad image.
         """
-        return decode_image(source, min_short_side=self.preprocess.config.min_decode_side,
-                            keep_pil=self._prepare_in_pool)
+        image = decode_image(source, min_short_side=self.preprocess.config.min_decode_side,
+                             keep_pil=self._prepare_in_pool)
+        # Resized here too (CPU path), so predict() takes it as it is, without a trip through its decode pool.
+        return self._prepared(image) if self._prepare_in_pool and self._gpu_jpeg is None else image
+
+    def _prepared(self, image: DecodedImage) -> PreparedImage:
+        """``image`` with its network input (kept when it already has one, e.g. from ``decode_input``)."""
+        if isinstance(image, PreparedImage) and image.model_input is not None:
+            return image
+        return PreparedImage(**vars(image), model_input=self.preprocess.resize_one(image.held_pixels))
 
     def _decode_cpu(self, item: InputItem) -> DecodedImage | ErrorResult:
         """Runs in the decode pool: decode (and resize) one input, or say why it cannot."""
@@ -213,9 +225,7 @@ class BasePredictor:
             # Resized straight from the Pillow image: no array copy out of Pillow and back
             # (2.2 of 10.3 ms per 640x480 JPEG, benchmarks/decode.py); the array for drawing is made on first use.
             image = item.decode(min_short_side=self.preprocess.config.min_decode_side, keep_pil=self._prepare_in_pool)
-            if not self._prepare_in_pool:
-                return image
-            return PreparedImage(**vars(image), model_input=self.preprocess.resize_one(image.held_pixels))
+            return self._prepared(image) if self._prepare_in_pool else image
         except ViewfinderError as exc:
             log.warning("skipping %s", exc)
             return ErrorResult({"input_path": item.input_path, "error": str(exc)})
@@ -235,7 +245,9 @@ class BasePredictor:
             self._ensure_pool()  # made here, not by two GPU workers at once
             return self._gpu_pool.submit(self._prepare_gpu_batch, pending)
         pool = self._ensure_pool()
-        return [_Decoding(pool.submit(self._decode_cpu, p), p) if isinstance(p, InputItem) else p for p in pending]
+        return [p if not isinstance(p, InputItem)
+                else self._decode_cpu(p) if _is_prepared(p.source)  # nothing left to do: no thread hop
+                else _Decoding(pool.submit(self._decode_cpu, p), p) for p in pending]
 
     def _collect(self, submitted: list[Any]) -> list[Any]:
         """A batch's decoded slots. Rather than wait for the pool, this thread decodes the
