@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,11 @@ def test_changes_that_queue_up_are_saved_together(client, images, monkeypatch):
 
     def counting_save(self, directory):
         saves.append(len(self))
+        if len(saves) == 1:
+            # A slow first save (a disk or object store under load): the adds that finish
+            # embedding meanwhile queue behind it. Without this the test depended on the
+            # machine's speed: on a fast one each add could land before the next one was ready.
+            time.sleep(0.5)
         real_save(self, directory)
 
     monkeypatch.setattr(IndexData, "save", counting_save)
