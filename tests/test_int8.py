@@ -79,7 +79,8 @@ def test_cpu_flags_from_cpuinfo(tmp_path, monkeypatch):
         assert "avx512_vnni" in cpu_features.cpu_flags()
         assert cpu_features.int8_dot_product() == "avx512_vnni"
         assert cpu_features.int8_kernel_class() == "vnni"
-        assert cpu_features.describe() == "Test CPU 9000; int8 dot product: avx512_vnni"
+        assert cpu_features.describe() == ("Test CPU 9000; int8 dot product: avx512_vnni; "
+                                           "bf16: none (no AVX512-BF16/AMX)")
         info.write_text("processor\t: 0\nmodel name\t: Old CPU\nflags\t\t: fpu sse avx2\n")
         cpu_features._cpuinfo.cache_clear()
         assert cpu_features.int8_dot_product() is None and cpu_features.int8_kernel_class() == "avx2"
@@ -177,7 +178,7 @@ def test_int8_needs_calibration_photos(tiny, cpu, tmp_path, monkeypatch):
 
 
 def test_int8_refused_on_torch_and_for_tasks_without_a_check(photos, tmp_home):
-    with pytest.raises(ConfigError, match="precision 'int8' runs on ONNX Runtime"):
+    with pytest.raises(ConfigError, match="precision 'int8' starts from the model's ONNX export"):
         create_model("PP-LCNet_x1_0", pretrained=False, device="cpu", engine="torch", precision="int8")
     with pytest.raises(ConfigError, match="no accuracy check"):
         create_model("PP-LCNet_x1_0", pretrained=False, device="cpu", engine="onnxruntime", precision="int8",

@@ -143,9 +143,9 @@ def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, sa
 @click.option("--hpi_config", default=None, help='With --use_hpip: PaddleX\'s hpi_config as JSON, e.g. '
                                                  '\'{"backend": "onnxruntime"}\'.')
 @click.option("--cpu_threads", type=int, default=None, help="CPU threads for inference.")
-@click.option("--precision", type=click.Choice(["fp32", "int8", "auto"], case_sensitive=False), default=None,
-              help="fp32 (default), int8 (ONNX Runtime on the CPU, checked against fp32) or auto (int8 on "
-                   "VNNI/AMX CPUs where it passed its check).")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "bf16", "auto"], case_sensitive=False), default=None,
+              help="fp32 (default), int8 (ONNX Runtime on the CPU), bf16 (OpenVINO, on AVX512-BF16/AMX CPUs), "
+                   "each checked against fp32, or auto (bf16, else int8 on VNNI/AMX CPUs, where it passed its check).")
 @click.option("--get_pipeline_config", default=None, metavar="NAME", help="Write a pipeline's default YAML.")
 @click.option("-c", "--config", "module_config", default=None, metavar="MODULE.yaml",
               help="Run a PaddleX module config (python main.py -c ...): Global.mode check_dataset, train, "
