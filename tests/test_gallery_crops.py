@@ -248,6 +248,15 @@ def test_a_rejected_box_says_so_in_python_json_and_the_service(whole_images, pho
         strict = client.post("/shitu-infer", json={"image": image, "indexKey": key, "recThreshold": 0.999}).json()
         loose = client.post("/shitu-infer", json={"image": image, "indexKey": key, "recThreshold": 0.0}).json()
         spec = client.get("/openapi.json").json()
+        # no detector: the schema offers crop none only, and a crop it cannot do is a schema error
+        cannot = client.post("/shitu-index-build", json={"imageLabelPairs": [{"image": dog, "label": "dog"}],
+                                                         "crop": "best"})
+        whole = client.post("/shitu-index-build", json={"imageLabelPairs": [{"image": dog, "label": "dog"}],
+                                                        "crop": "none"})
+    assert cannot.status_code == 422 and whole.json()["errorCode"] == 0
+    build_body = next(s for name, s in spec["components"]["schemas"].items() if name.startswith("BuildIndexRequest"))
+    assert "'none'" in json.dumps(build_body["properties"]["crop"]).replace('"', "'")
+    assert "best" not in json.dumps(build_body["properties"]["crop"]["anyOf"])
     (obj,) = strict["result"]["detectedObjects"]
     assert obj["rejected"] is True and obj["recResults"] == []
     (obj,) = loose["result"]["detectedObjects"]
@@ -274,6 +283,8 @@ def test_single_mainbody_returns_one_box(detecting, indexes, photos):
     (largest,) = next(detecting.predict(query, index=indexes["none"], single_mainbody=True,
                                         mainbody_order="area"))["boxes"]
     assert largest["coordinate"] == pytest.approx(max(boxes, key=area)[0], abs=1e-2)
+    assert len(next(detecting.predict(query, index=indexes["none"], single_mainbody=True,
+                                      max_det_results=3))["boxes"]) == 1
     two = next(detecting.predict(query, index=indexes["none"], max_det_results=2))["boxes"]
     assert len(two) == 3 and sorted(b["det_score"] for b in two)[0] == 0.0  # 2 boxes + the whole image
     # nothing detected: the whole image is the one box
@@ -312,13 +323,13 @@ def test_single_mainbody_from_yaml_cli_and_service(photos, shared_dir, mobilenet
         full = client.post("/shitu-infer", json={"image": image, "indexKey": key}).json()
         bad = [client.post("/shitu-infer", json={"image": image, "indexKey": key, **fields})
                for fields in ({"maxDetResults": 0}, {"mainbodyOrder": "size"}, {"singleMainbody": "yes"})]
-        conflict = client.post("/shitu-infer", json={"image": image, "indexKey": key, "singleMainbody": True,
-                                                     "maxDetResults": 3})
+        both = client.post("/shitu-infer", json={"image": image, "indexKey": key, "singleMainbody": True,
+                                                 "maxDetResults": 3}).json()
     assert len(single["result"]["detectedObjects"]) == 1 and len(area["result"]["detectedObjects"]) == 1
     assert single["result"]["detectedObjects"][0]["bbox"] != area["result"]["detectedObjects"][0]["bbox"]
     assert len(full["result"]["detectedObjects"]) > 2
     assert [r.status_code for r in bad] == [422, 422, 422]
-    assert conflict.status_code == 400 and "contradicts" in conflict.json()["errorMsg"]
+    assert len(both["result"]["detectedObjects"]) == 1  # both cap the boxes: the tighter one holds
 
 
 @pytest.mark.parametrize("params, message", [
@@ -327,7 +338,6 @@ def test_single_mainbody_from_yaml_cli_and_service(photos, shared_dir, mobilenet
     ({"max_det_results": True}, "max_det_results must be an integer >= 1"),
     ({"single_mainbody": "yes"}, "single_mainbody must be true or false"),
     ({"mainbody_order": "size"}, "mainbody_order must be one of score, area"),
-    ({"single_mainbody": True, "max_det_results": 3}, "single_mainbody keeps one box; max_det_results 3"),
 ])
 def test_mainbody_parameters_are_validated(detecting, indexes, photos, params, message):
     with pytest.raises(ConfigError, match=message):

@@ -61,8 +61,7 @@ class BoxChoice:
         order = "score" if mainbody_order is None else mainbody_order
         if order not in MAINBODY_ORDERS:
             raise ConfigError(f"mainbody_order must be one of {', '.join(MAINBODY_ORDERS)}, got {mainbody_order!r}")
-        if single_mainbody and max_det_results not in (None, 1):
-            raise ConfigError(f"single_mainbody keeps one box; max_det_results {max_det_results} contradicts it")
+        # both are caps on the boxes recognised: together the tighter one (single_mainbody's 1) holds
         return cls(1 if single_mainbody else max_det_results, order, bool(single_mainbody))
 
     def apply(self, boxes: list[Box]) -> list[Box]:

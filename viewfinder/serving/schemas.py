@@ -197,15 +197,19 @@ class DeleteIndexResult(BaseModel):
 
 
 # ----------------------------------------------------------------------- requests
-GalleryCrop = Literal["none", "best", "all"]
+GALLERY_CROPS = ("none", "best", "all")
 _CROP_HELP = ("How gallery images are cut before embedding: none (the whole image), best (the best detected box; "
-              "the whole image when nothing is detected) or all (every detected box, each an item of its own).")
+              "the whole image when nothing is detected) or all (every detected box, each an item of its own); "
+              "a pipeline without a detector offers none only.")
 
 @cache
 def request_models(max_topk: int = ServingConfig.max_topk,
-                   max_label_length: int = ServingConfig.max_label_length) -> SimpleNamespace:
+                   max_label_length: int = ServingConfig.max_label_length,
+                   gallery_crops: tuple[str, ...] = GALLERY_CROPS) -> SimpleNamespace:
     """The request models for a service whose ``Serving.max_topk`` and ``Serving.max_label_length``
-    are these (one set per distinct pair, made once)."""
+    are these, and whose pipeline can cut gallery images these ways (one set per distinct
+    combination, made once)."""
+    GalleryCrop = Literal[gallery_crops]  # type: ignore[valid-type]  # what this pipeline can do
     TopK = Optional[Annotated[int, Field(gt=0, le=max_topk), BeforeValidator(_json_number)]]
     Label = Annotated[str, Field(max_length=max_label_length, json_schema_extra={"pattern": LABEL_PATTERN},
                                  description="the class or item name (no control characters or line "

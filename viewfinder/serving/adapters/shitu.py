@@ -162,15 +162,24 @@ class ShiTuAdapter(PipelineAdapter):
         return callable(getattr(self.pipeline, "embed_gallery", None)) and \
             callable(getattr(self.pipeline, "append_embedding", None))
 
-    def _crop(self, method: str, crop: str | None) -> dict[str, Any]:
-        """``crop=`` for a pipeline method when the request gave one (a pipeline without it: 400)."""
-        if crop is None:
-            return {}
+    def _takes_crop(self, method: str) -> bool:
         try:
-            takes = "crop" in inspect.signature(getattr(self.pipeline, method)).parameters
+            return "crop" in inspect.signature(getattr(self.pipeline, method)).parameters
         except (TypeError, ValueError):  # pragma: no cover
-            takes = False
-        if not takes:
+            return False
+
+    def gallery_crops(self) -> tuple[str, ...]:
+        """The crop modes the request schemas offer: all three with a pipeline that crops with a
+        detector (ours), else only ``none`` (whole images, what every PaddleX pipeline does)."""
+        if self._takes_crop("build_index") and getattr(self.pipeline, "detector", None) is not None:
+            return ("none", "best", "all")
+        return ("none",)
+
+    def _crop(self, method: str, crop: str | None) -> dict[str, Any]:
+        """``crop=`` for a pipeline method when the request gave one the pipeline can take."""
+        if crop is None or (crop == "none" and not self._takes_crop(method)):
+            return {}
+        if not self._takes_crop(method):
             raise ConfigError(f"crop: this pipeline's {method} cannot crop gallery images")
         return {"crop": crop}
 
@@ -320,11 +329,16 @@ class ShiTuAdapter(PipelineAdapter):
     def register(self, app: FastAPI) -> None:
         runtime, store = self.runtime, self.store
         tags = ["PP-ShiTuV2"]
+        # build/add state the crop modes this pipeline has (a schema-valid crop is one it can do)
+        from ..schemas import request_models
+
+        gallery_requests = request_models(runtime.config.max_topk, runtime.config.max_label_length,
+                                          self.gallery_crops())
 
         @app.post("/shitu-index-build", operation_id="buildIndex", tags=tags,
                   response_model=ResultResponse[BuildIndexResult],
                   responses={200: {"links": INDEX_LINKS}, **error_responses(*INFER_ERRORS)})
-        @body_model(runtime.requests.BuildIndexRequest)
+        @body_model(gallery_requests.BuildIndexRequest)
         async def build_index(body: Any, request: Request):
             """Build a new index (Flat, inner product) from labelled images; returns its indexKey."""
             images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
@@ -334,7 +348,7 @@ class ShiTuAdapter(PipelineAdapter):
 
         @app.post("/shitu-index-add", operation_id="addImagesToIndex", tags=tags,
                   response_model=ResultResponse[IndexChangeResult], responses=error_responses(*INFER_ERRORS, 404))
-        @body_model(runtime.requests.AddImagesToIndexRequest)
+        @body_model(gallery_requests.AddImagesToIndexRequest)
         async def add_images(body: Any, request: Request):
             """Add labelled images to an index; new ids continue after the largest ever used."""
             current = await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
