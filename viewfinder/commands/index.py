@@ -36,7 +36,8 @@ def _pipeline(pipeline: str, device: str | None):
 def _report(runner, index, index_dir: str) -> None:
     for note in runner.last_report.skipped:
         click.echo(f"skipped: {note}", err=True)
-    click.echo(f"{runner.last_report.added} images added; index of {len(index)} items saved in {index_dir}")
+    # items, not images: with --crop all one image may give several
+    click.echo(f"{runner.last_report.added} items added; index of {len(index)} items saved in {index_dir}")
 
 
 def register(cli: click.Group) -> None:
