@@ -91,7 +91,7 @@ def test_build_add_remove_infer_paddlex_flow(client, images, tmp_path):
     body = client.post("/shitu-infer", json={"image": images["chelsea.png"], "indexKey": key, "topk": 2}).json()
     assert body["errorCode"] == 0 and body["errorMsg"] == "Success"
     objects = body["result"]["detectedObjects"]
-    assert len(objects) == 1 and set(objects[0]) == {"bbox", "recResults", "score"}
+    assert len(objects) == 1 and set(objects[0]) == {"bbox", "recResults", "score", "rejected"}
     assert objects[0]["bbox"] == [0.0, 0.0, 451.0, 300.0]
     assert [r["label"] for r in objects[0]["recResults"]][0] == "cat"
     assert objects[0]["recResults"][0]["score"] == pytest.approx(1.0, abs=1e-4)  # the same photo
