@@ -27,12 +27,18 @@ class Layered(nn.Module):
         self.down = nn.Conv2d(16, 16, 3, 2, 1)                # reads 16x16: early
         self.expand = nn.Conv2d(16, 32, 1)                    # reads 8x8: quantised
         self.grouped = nn.Conv2d(32, 32, 3, 1, 1, groups=4)   # grouped, not depthwise: quantised
+        self.proj = nn.Conv2d(32, 32, 1)                      # added to its input, no activation: linear
+        self.biased = nn.Conv2d(32, 32, 1)                    # + a constant, then ReLU: quantised
+        self.se = nn.Conv2d(32, 32, 1)                        # reads the pooled 1x1 map: pooled
         self.head = nn.Conv2d(32, 8, 1)                       # feeds the output: last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.stem(x))
         x = torch.relu(self.pw(torch.relu(self.dw(x))))
         x = torch.relu(self.grouped(torch.relu(self.expand(torch.relu(self.down(x))))))
+        x = x + self.proj(x)
+        x = torch.relu(self.biased(x) + 1.0)
+        x = x * torch.sigmoid(self.se(x.mean(dim=(2, 3), keepdim=True)))
         return self.head(x).mean(dim=(2, 3))
 
 
@@ -56,8 +62,9 @@ def test_float_convolution_groups(layered):
     model = onnx.load(str(layered))
     picked = {group: {_module(n) for n in float_convolutions(model, [group])} for group in KEEP_FLOAT_GROUPS}
     assert picked == {"first": {"stem"}, "depthwise": {"dw"}, "last": {"head"},
-                      "early": {"stem", "dw", "pw", "down"}}
-    assert {_module(n) for n in float_convolutions(model, KEEP_FLOAT_GROUPS)} == {"stem", "dw", "pw", "down", "head"}
+                      "early": {"stem", "dw", "pw", "down"}, "linear": {"proj", "head"}, "pooled": {"se"}}
+    assert {_module(n) for n in float_convolutions(model, KEEP_FLOAT_GROUPS)} == \
+        {"stem", "dw", "pw", "down", "head", "proj", "se"}
     assert float_convolutions(model, []) == []
     with pytest.raises(ValueError, match="keep_float"):
         QuantSettings(keep_float=("pointwise",))
@@ -78,7 +85,7 @@ def test_kept_float_convolutions_have_float_weights(layered, tmp_path):
     quantised = {_module(node.name): node.input[1] in producers and producers[node.input[1]].op_type == "DequantizeLinear"
                  for node in graph.node if node.op_type == "Conv"}
     assert quantised == {"stem": False, "dw": False, "pw": True, "down": True, "expand": True, "grouped": True,
-                         "head": False}
+                         "proj": True, "biased": True, "se": True, "head": False}
 
 
 def test_nothing_left_to_quantise_is_an_error(layered, tmp_path):
@@ -86,7 +93,7 @@ def test_nothing_left_to_quantise_is_an_error(layered, tmp_path):
     from viewfinder.errors import ExportError
 
     model = onnx.load(str(layered))
-    rest = tuple(n.name for n in model.graph.node if _module(n.name) in ("expand", "grouped"))
+    rest = tuple(n.name for n in model.graph.node if _module(n.name) in ("expand", "grouped", "biased"))
     settings = QuantSettings(keep_float=KEEP_FLOAT_GROUPS, nodes_to_exclude=rest)
     with pytest.raises(ExportError, match="every convolution"):
         quantize_file(layered, tmp_path / "none.onnx", Calibration("test", ("a",), _feeds), settings)
@@ -110,6 +117,6 @@ def test_int8_file_name_follows_the_recipe(layered):
 def test_default_recipe_is_the_selective_one():
     """What the measurements in docs/performance.md were made with."""
     default = precision_module.DEFAULT_QUANT
-    assert set(default.keep_float) == {"first", "depthwise", "last", "early"}
+    assert set(default.keep_float) == {"first", "depthwise", "last", "early", "pooled"}
     assert dict(default.extra_options).get("CalibMovingAverage") is True
     assert default.per_channel and default.calibrate_method == "MinMax"

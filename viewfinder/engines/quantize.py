@@ -46,8 +46,15 @@ KEEP_PER_SOURCE = 2
 #: outputs reach a model output without another convolution: the detector heads, the embedding),
 #: "early" (the convolutions reading at least a quarter of the largest feature map, i.e. the full
 #: or half input resolution: measured on MobileNetV2, quantising any one of them costs more feature
-#: cosine than any later one, and errors made there pass through the whole network)
-KEEP_FLOAT_GROUPS = ("first", "depthwise", "last", "early")
+#: cosine than any later one, and errors made there pass through the whole network), "linear" (no
+#: activation follows: the projections of inverted-residual blocks, feeding a residual Add or the
+#: next convolution; on CenterNet the largest jumps in error; costs most of MobileNetV2's int8
+#: gain, so not in the default recipe), "pooled" (1x1 inputs, e.g. squeeze-excite: no time to save)
+KEEP_FLOAT_GROUPS = ("first", "depthwise", "last", "early", "linear", "pooled")
+#: ops that make a convolution's output non-linear (a convolution feeding one of them is not "linear");
+#: Mul covers hard-swish written out as x * relu6(x + 3) / 6
+ACTIVATION_OPS = frozenset({"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "LeakyRelu", "PRelu", "Tanh",
+                            "Mul", "Elu", "Selu", "Softplus", "Gelu", "Swish"})
 #: MinMax keeps two numbers per tensor and photo; the histogram methods keep every activation of every
 #: photo (about 0.5 GB a photo for the 640x640 detector), so they suit small inputs only
 CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")
@@ -221,16 +228,29 @@ def float_convolutions(model: Any, groups: Iterable[str]) -> list[str]:
             weight = shapes.get(node.input[1]) if len(node.input) > 1 else None
             if group > 1 and (weight is None or (len(weight) > 1 and weight[1] == 1)):
                 chosen.add(id(node))
-    if "early" in groups:
+    if groups & {"early", "pooled"}:
         areas = _conv_input_areas(model)
-        if areas:
+        if areas and "early" in groups:
             largest = max(areas.values())
             chosen |= {id(n) for n in convs if areas.get(n.name, 0) * 4 >= largest}
+        if "pooled" in groups:
+            chosen |= {id(n) for n in convs if areas.get(n.name) == 1}
     producer = {out: n for n in nodes for out in n.output}
     consumers: dict[str, list[Any]] = {}
     for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    if "linear" in groups:
+        constants = {t.name for t in graph.initializer} | {n.output[0] for n in nodes if n.op_type == "Constant"}
+
+        def is_linear(conv: Any) -> bool:
+            users = consumers.get(conv.output[0], [])
+            if not users or any(u.op_type in ACTIVATION_OPS for u in users):
+                return False
+            # an Add with a constant is an activation's "x + 3" or a bias, not a residual sum
+            return all(u.op_type != "Add" or not (set(u.input) & constants) for u in users)
+
+        chosen |= {id(n) for n in convs if is_linear(n)}
 
     def convs_reached(start: list[str], step: Callable[[Any], list[str]], follow: Callable[[str], list[Any]]) -> set[int]:
         """Conv nodes reached from the tensors ``start`` without passing through another Conv."""

@@ -50,10 +50,11 @@ MIN_VALIDATION = 2
 
 #: the quantisation recipe every model gets (docs/performance.md, issue 30: measured on the real
 #: MobileNetV2 and CenterNet): the pointwise and heavy convolutions in int8; the first, the depthwise,
-#: the early (full and half input resolution) and the last convolutions in float; activation ranges
+#: the early (full and half input resolution), the pooled (squeeze-excite) and the last convolutions
+#: in float; activation ranges
 #: from the mean of each photo's min/max (MinMax's extremes, set by one photo's outliers, waste
 #: most of the 8 bits on values that hardly occur: MobileNetV2's feature cosine 0.958 -> 0.988)
-DEFAULT_QUANT = QuantSettings(keep_float=("first", "depthwise", "early", "last"),
+DEFAULT_QUANT = QuantSettings(keep_float=("first", "depthwise", "early", "last", "pooled"),
                               extra_options=(("CalibMovingAverage", True),))
 
 Rebuild = Callable[[Any, str, "dict[str, Any] | None"], BasePredictor]
