@@ -42,15 +42,26 @@ class Layered(nn.Module):
         return self.head(x).mean(dim=(2, 3))
 
 
-@pytest.fixture()
-def layered(tmp_path) -> Path:
+def _export(path: Path, dynamic: dict[int, str]) -> Path:
     torch.manual_seed(0)
-    path = tmp_path / "layered.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(Layered().eval(), (torch.zeros(1, 3, 32, 32),), str(path), input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
+                          output_names=["y"], dynamic_axes={"x": dynamic}, opset_version=17, dynamo=False)
     return path
+
+
+@pytest.fixture()
+def layered(tmp_path) -> Path:
+    return _export(tmp_path / "layered.onnx", {0: "batch"})
+
+
+def test_early_convolutions_of_a_dynamic_size_model(tmp_path):
+    """A user's ONNX file with dynamic height and width: the calibration feed's shape decides."""
+    model = onnx.load(str(_export(tmp_path / "dynamic.onnx", {0: "batch", 2: "height", 3: "width"})))
+    assert float_convolutions(model, ["early"]) == []  # no sizes known
+    early = {_module(n) for n in float_convolutions(model, ["early"], {"x": (1, 3, 32, 32)})}
+    assert early == {"stem", "dw", "pw", "down"}
 
 
 def _module(name: str) -> str:

@@ -15,6 +15,7 @@ written by the caller, so a model is quantised and validated once per machine ty
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -191,10 +192,20 @@ def _conv_weight_shapes(graph: Any) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _conv_input_areas(model: Any) -> dict[str, int]:
-    """Height x width of each Conv node's input, by node name, where shape inference knows it."""
+def _conv_input_areas(model: Any, input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, int]:
+    """Height x width of each Conv node's input, by node name, where shape inference knows it.
+    ``input_shapes`` (a real feed's shapes) fixes dynamic input dimensions first."""
     import onnx
 
+    if input_shapes:
+        model = copy.deepcopy(model)
+        for value in model.graph.input:
+            shape = input_shapes.get(value.name)
+            dims = value.type.tensor_type.shape.dim
+            if shape is not None and len(shape) == len(dims):
+                for dim, size in zip(dims, shape):
+                    dim.Clear()
+                    dim.dim_value = int(size)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:  # noqa: BLE001 - an unusual graph: no "early" group rather than no int8
@@ -213,7 +224,8 @@ def _conv_input_areas(model: Any) -> dict[str, int]:
     return areas
 
 
-def float_convolutions(model: Any, groups: Iterable[str]) -> list[str]:
+def float_convolutions(model: Any, groups: Iterable[str],
+                       input_shapes: dict[str, tuple[int, ...]] | None = None) -> list[str]:
     """Names of the Conv nodes of ``model`` (an ``onnx.ModelProto``) in the ``groups`` of
     :data:`KEEP_FLOAT_GROUPS`, in graph order. Unnamed convolutions cannot be excluded and are skipped."""
     groups = set(groups)
@@ -229,8 +241,8 @@ def float_convolutions(model: Any, groups: Iterable[str]) -> list[str]:
             if group > 1 and (weight is None or (len(weight) > 1 and weight[1] == 1)):
                 chosen.add(id(node))
     if groups & {"early", "pooled"}:
-        areas = _conv_input_areas(model)
-        if areas and "early" in groups:
+        areas = _conv_input_areas(model, input_shapes)
+        if "early" in groups and convs and all(n.name in areas for n in convs):  # every size known, or none
             largest = max(areas.values())
             chosen |= {id(n) for n in convs if areas.get(n.name, 0) * 4 >= largest}
         if "pooled" in groups:
@@ -291,7 +303,10 @@ def quantize_file(source: Path, destination: Path, calibration: Calibration, set
         import onnx
 
         model = onnx.load(str(source), load_external_data=False)
-        exclude += float_convolutions(model, settings.keep_float)
+        # a real feed's shapes: a user's ONNX file may leave height and width dynamic
+        first = next(iter(calibration.feeds()), None) if {"early", "pooled"} & set(settings.keep_float) else None
+        shapes = {name: tuple(np.shape(array)) for name, array in (first or {}).items()}
+        exclude += float_convolutions(model, settings.keep_float, shapes)
         if "Conv" in settings.op_types and {n.name for n in model.graph.node if n.op_type == "Conv"} <= set(exclude) \
                 and not set(settings.op_types) - {"Conv"}:
             raise ExportError(f"int8 would leave every convolution of {source.name} in float: nothing to gain")
