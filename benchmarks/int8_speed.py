@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--all-convs", action="store_true",
-                        help="also time every convolution in int8 with MinMax ranges (the recipe before the selective one)")
+                        help="also time every convolution in int8 with MinMax ranges (the recipe before this one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     os.environ["VIEWFINDER_INT8_UNVALIDATED"] = "1"  # time the int8 file even where its check fails

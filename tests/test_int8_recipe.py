@@ -93,8 +93,10 @@ def test_kept_float_convolutions_have_float_weights(layered, tmp_path):
     assert used == 6
     graph = onnx.load(str(destination)).graph
     producers = {out: node for node in graph.node for out in node.output}
-    quantised = {_module(node.name): node.input[1] in producers and producers[node.input[1]].op_type == "DequantizeLinear"
-                 for node in graph.node if node.op_type == "Conv"}
+    def weight_is_int8(node) -> bool:
+        return node.input[1] in producers and producers[node.input[1]].op_type == "DequantizeLinear"
+
+    quantised = {_module(node.name): weight_is_int8(node) for node in graph.node if node.op_type == "Conv"}
     assert quantised == {"stem": False, "dw": False, "pw": True, "down": True, "expand": True, "grouped": True,
                          "proj": True, "biased": True, "se": True, "head": False}
 

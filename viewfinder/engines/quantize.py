@@ -264,7 +264,8 @@ def float_convolutions(model: Any, groups: Iterable[str],
 
         chosen |= {id(n) for n in convs if is_linear(n)}
 
-    def convs_reached(start: list[str], step: Callable[[Any], list[str]], follow: Callable[[str], list[Any]]) -> set[int]:
+    def convs_reached(start: list[str], step: Callable[[Any], list[str]],
+                      follow: Callable[[str], list[Any]]) -> set[int]:
         """Conv nodes reached from the tensors ``start`` without passing through another Conv."""
         found: set[int] = set()
         seen: set[str] = set()
