@@ -134,6 +134,21 @@ def test_int8_accepts_a_good_model_and_caches_it(tiny, photos, cpu, tmp_home, mo
     assert again.precision == "int8" and again.engine.path == chosen.engine.path
 
 
+def test_another_recipe_makes_another_int8_file(tiny, photos, cpu, tmp_home, monkeypatch):
+    """A changed quantisation recipe never reuses the int8 file (or stored check) of the old one."""
+    predictor, build = tiny
+    cpu(VNNI_CPU)
+    first = apply_precision(predictor, "int8", photos, build)
+    calls = []
+    real = quantize_module.quantize_file
+    monkeypatch.setattr(quantize_module, "quantize_file", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    other = quantize_module.QuantSettings(keep_float=("first", "last"))
+    monkeypatch.setattr(precision_module, "DEFAULT_QUANT", other)
+    second = apply_precision(predictor, "int8", photos, build)
+    assert calls == [other] and second.engine.path != first.engine.path
+    assert first.engine.path.exists() and second.engine.path.exists()  # both kept (two per source)
+
+
 def _break_weights(path: Path) -> None:
     """Negate every int8 weight tensor: a quantised file that runs but computes nonsense."""
     model = onnx.load(str(path))
