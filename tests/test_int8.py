@@ -43,8 +43,10 @@ class TinyFeatures(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        # the default recipe keeps the first two (early) and the last convolution float; the middle two are int8
         self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-                                  nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                                  nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.Conv2d(64, 64, 1), nn.ReLU(),
+                                  nn.Conv2d(64, 64, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -131,6 +133,21 @@ def test_int8_accepts_a_good_model_and_caches_it(tiny, photos, cpu, tmp_home, mo
     monkeypatch.setattr(precision_module, "check_for", lambda p: lambda *a, **k: pytest.fail("checked again"))
     again = apply_precision(predictor, "int8", photos, build)
     assert again.precision == "int8" and again.engine.path == chosen.engine.path
+
+
+def test_another_recipe_makes_another_int8_file(tiny, photos, cpu, tmp_home, monkeypatch):
+    """A changed quantisation recipe never reuses the int8 file (or stored check) of the old one."""
+    predictor, build = tiny
+    cpu(VNNI_CPU)
+    first = apply_precision(predictor, "int8", photos, build)
+    calls = []
+    real = quantize_module.quantize_file
+    monkeypatch.setattr(quantize_module, "quantize_file", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    other = quantize_module.QuantSettings(keep_float=("first", "last"))
+    monkeypatch.setattr(precision_module, "DEFAULT_QUANT", other)
+    second = apply_precision(predictor, "int8", photos, build)
+    assert calls == [other] and second.engine.path != first.engine.path
+    assert first.engine.path.exists() and second.engine.path.exists()  # both kept (two per source)
 
 
 def _break_weights(path: Path) -> None:
