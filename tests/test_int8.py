@@ -239,3 +239,41 @@ def test_box_matching_rules():
     extra = check_detector(fp32, _FakeDetector([[_box(0, 0, 100, 100), _box(300, 300, 400, 400)]] * 2 +
                                                [[_box(0, 0, 100, 100)]] * 48), images)
     assert not extra.ok and "96.2 % (50 of 52" in extra.summary  # extra int8 boxes count too
+
+
+class _FixedFeatures:
+    """A stand-in feature model: the features of photo i are row i of a fixed matrix."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def embed(self, images):
+        return self.rows[list(images)]
+
+
+def _scene(theta_a: float, theta_b: float, phi: float) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 and "int8" features of 6 photos: photo 0 at angle 0 with neighbours 3 (at +theta_a) and 4
+    (at -theta_b); the int8 photo 0 is turned by phi toward 4. Photos 1, 2, 5 are far away."""
+    def at(angle: float) -> list[float]:
+        return [np.cos(angle), np.sin(angle), 0.0]
+
+    rows = np.array([at(0), [0, 0, 1], [0, 0.2, 1], at(theta_a), at(-theta_b), [0.2, 0, 1]], dtype=np.float64)
+    moved = rows.copy()
+    moved[0] = at(-phi)
+    return rows, moved
+
+
+def test_feature_check_forgives_a_swap_between_tied_fp32_neighbours():
+    """Photo 0's two nearest photos are 0.001 apart in fp32; a model that swaps them keeps retrieval
+    top-1 in the check's sense. The same swap across a clear gap (0.006) fails it."""
+    from viewfinder.models.int8_check import TOP1_TIE, check_features
+
+    theta_b = float(np.arccos(np.cos(0.3) - 0.001))
+    ref, moved = _scene(0.3, theta_b, 0.01)
+    tied = check_features(_FixedFeatures(ref), _FixedFeatures(moved), [0, 1, 2], [3, 4, 5])
+    assert tied.figures["cosine_min"] >= 0.999 and 0.001 < TOP1_TIE
+    assert tied.ok and tied.figures["top1_fp32_ties"] == 1, tied.summary
+    ref, moved = _scene(0.3, 0.32, 0.02)
+    far = check_features(_FixedFeatures(ref), _FixedFeatures(moved), [0, 1, 2], [3, 4, 5])
+    assert far.figures["cosine_min"] >= 0.999
+    assert not far.ok and far.figures["top1_unchanged"] == 2 and far.figures["top1_fp32_ties"] == 0, far.summary

@@ -7,7 +7,9 @@ calibrated on, by task (issue 30's acceptance rules):
   instead: the 100 best-scored anchors of each photo keep their box (IoU >= 0.9 on >= 98 %) and
   no anchor's score moves by more than 0.05;
 * feature models: cosine(fp32, int8) >= 0.99 for every photo, and every photo's nearest other
-  photo (retrieval top-1, calibration photos included as the gallery) unchanged.
+  photo (retrieval top-1, calibration photos included as the gallery) unchanged, except where
+  fp32 itself has two neighbours tied within ``TOP1_TIE`` cosine (two frames of one scene 0.001
+  apart: which comes first is not a property of the model any 8- or 16-bit arithmetic can keep).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from .detection import DetectionPredictor
 from .feature import FeaturePredictor
 from .predictor import BasePredictor
 
+#: bumped when a rule below changes, so results stored with int8 files and bf16 records are redone
+CHECK_RULES = 2
 BOX_IOU = 0.9
 BOX_MATCHED = 0.98
 #: fewer fp32 boxes than this on all validation photos together: compare before NMS
@@ -29,6 +33,8 @@ MIN_BOXES = 3
 RAW_TOP_ANCHORS = 100
 RAW_SCORE_DELTA = 0.05
 FEATURE_COSINE = 0.99
+#: fp32 cosine gap under which the nearest and the next neighbour count as tied for retrieval top-1
+TOP1_TIE = 0.002
 
 
 @dataclass
@@ -128,16 +134,20 @@ def check_features(fp32: FeaturePredictor, int8: FeaturePredictor, images: Seque
     count = len(images)
     cosine = (ref[:count] * got[:count]).sum(axis=1)
     # retrieval top-1: each validation photo's nearest other photo, fp32 vs int8
-    same = 0
+    same = ties = 0
     for index in range(count):
         ref_sim, got_sim = ref @ ref[index], got @ got[index]
         ref_sim[index] = got_sim[index] = -np.inf
-        same += int(np.argmax(ref_sim) == np.argmax(got_sim))
+        ref_best, got_best = int(np.argmax(ref_sim)), int(np.argmax(got_sim))
+        tied = ref_best != got_best and ref_sim[ref_best] - ref_sim[got_best] <= TOP1_TIE
+        same += int(ref_best == got_best or tied)
+        ties += int(tied)
     ok = bool(cosine.min() >= FEATURE_COSINE) and same == count
     figures = {"mode": "features", "photos": count, "gallery": len(everything), "cosine_min": round(float(cosine.min()), 5),
-               "cosine_mean": round(float(cosine.mean()), 5), "top1_unchanged": same}
+               "cosine_mean": round(float(cosine.mean()), 5), "top1_unchanged": same, "top1_fp32_ties": ties}
+    tie_note = f", {ties} of them between fp32 neighbours tied within {TOP1_TIE} cosine" if ties else ""
     summary = (f"feature cosine min {cosine.min():.4f} / mean {cosine.mean():.4f} (need >= {FEATURE_COSINE} each), "
-               f"retrieval top-1 unchanged for {same} of {count} photos (gallery {len(everything)})")
+               f"retrieval top-1 unchanged for {same} of {count} photos{tie_note} (gallery {len(everything)})")
     return CheckResult(ok, summary, figures)
 
 

@@ -38,7 +38,7 @@ from ..errors import ConfigError, EngineError, ExportError, ViewfinderError
 from ..io import IMAGE_EXTENSIONS, DecodedImage, decode_image
 from ..paths import viewfinder_home
 from .bf16 import UNVALIDATED_ENV, apply_bf16
-from .int8_check import CheckResult, check_for
+from .int8_check import CHECK_RULES, CheckResult, check_for
 from .predictor import BasePredictor
 
 log = logging.getLogger(__name__)
@@ -236,4 +236,5 @@ def _check_key(predictor: BasePredictor) -> str:
     params = predictor.resolve_params({})
     relevant = {k: params[k] for k in sorted(params) if k in ("threshold", "score_threshold", "nms_threshold",
                                                                 "keep_top_k", "class_agnostic")}
-    return hashlib.sha256(json.dumps([type(predictor).__name__, relevant], default=str).encode()).hexdigest()[:10]
+    return hashlib.sha256(json.dumps([type(predictor).__name__, relevant, CHECK_RULES],
+                                     default=str).encode()).hexdigest()[:10]
