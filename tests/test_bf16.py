@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_int8 import TinyFeatures, cpu, tiny  # noqa: F401  (fixtures)
+from test_int8 import cpu, tiny  # noqa: F401  (fixtures)
 
 from viewfinder import create_model
 from viewfinder.engines import cpu_features

@@ -18,7 +18,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,12 @@ from ..engines.onnx_cache import file_sha256
 from ..engines.openvino_engine import OpenVinoEngine, openvino_available, openvino_version
 from ..errors import ConfigError, EngineError
 from ..io import DecodedImage
-from .int8_check import CheckResult, check_for
+from .int8_check import check_for
 from .predictor import BasePredictor
+from .verdict import Rebuild, keep_if_checked
 
 log = logging.getLogger(__name__)
 
-#: "1": keep a reduced-precision model (int8 or bf16) that failed its check (speed runs only)
-UNVALIDATED_ENV = "VIEWFINDER_INT8_UNVALIDATED"
-
-Rebuild = Callable[[Any, str, "dict[str, Any] | None"], BasePredictor]
 
 
 def onnx_runtime_engine(engine: Any) -> Any:
@@ -119,19 +115,7 @@ def apply_bf16(predictor: BasePredictor, precision: str, validation: Sequence[st
         result = check_for(predictor)(predictor, candidate, images_of(validation), images_of(gallery))
         stored = {**result.to_dict(), "openvino": openvino_version(), "kernels": cpu_features.bf16_kernel_class()}
         record.write_text(json.dumps(stored, indent=1))
-    check = CheckResult(bool(stored["ok"]), str(stored["summary"]), dict(stored.get("figures") or {}))
-    if check.ok:
-        log.info("%s: running bf16 on OpenVINO (%s)", name, check.summary)
-        return rebuild(engine, "bf16", check.to_dict())
-    if os.environ.get(UNVALIDATED_ENV) == "1":
-        log.warning("%s: bf16 failed its accuracy check (%s) but runs bf16 anyway: $%s=1 (speed runs only)",
-                    name, check.summary, UNVALIDATED_ENV)
-        return rebuild(engine, "bf16", check.to_dict())
-    if precision == "auto":
-        log.info("%s: precision auto does not use bf16, which failed its accuracy check (%s)", name, check.summary)
-        return None
-    log.warning("%s: bf16 failed its accuracy check against fp32 (%s); running fp32", name, check.summary)
-    return rebuild(predictor.engine, "fp32", check.to_dict())
+    return keep_if_checked(predictor, engine, "bf16", stored, rebuild, auto_declines=precision == "auto")
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,10 @@ from ..engines.quantize import Calibration, QuantSettings, load_or_quantize
 from ..errors import ConfigError, EngineError, ExportError, ViewfinderError
 from ..io import IMAGE_EXTENSIONS, DecodedImage, decode_image
 from ..paths import viewfinder_home
-from .bf16 import UNVALIDATED_ENV, apply_bf16
-from .int8_check import CHECK_RULES, CheckResult, check_for
+from .bf16 import apply_bf16
+from .int8_check import CHECK_RULES, check_for
 from .predictor import BasePredictor
+from .verdict import Rebuild, keep_if_checked
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,6 @@ MIN_VALIDATION = 2
 #: most of the 8 bits on values that hardly occur: MobileNetV2's feature cosine 0.958 -> 0.988)
 DEFAULT_QUANT = QuantSettings(keep_float=("first", "depthwise", "early", "last", "pooled"),
                               extra_options=(("CalibMovingAverage", True),))
-
-Rebuild = Callable[[Any, str, "dict[str, Any] | None"], BasePredictor]
 
 
 def normalize_precision(precision: str | None) -> str:
@@ -219,16 +218,7 @@ def apply_precision(predictor: BasePredictor, precision: str | None, calibration
                                       list(_decode(predictor, photos.calibration)))
         stored = {**result.to_dict(), "validation_photos": [Path(f).name for f in photos.validation]}
         model.save_validation(key, stored)
-    check = CheckResult(bool(stored["ok"]), str(stored["summary"]), dict(stored.get("figures") or {}))
-    if check.ok:
-        log.info("%s: running int8 (%s)", name, check.summary)
-        return rebuild(int8_engine, "int8", check.to_dict())
-    if os.environ.get(UNVALIDATED_ENV) == "1":
-        log.warning("%s: int8 failed its accuracy check (%s) but runs int8 anyway: $%s=1 (speed runs only)",
-                    name, check.summary, UNVALIDATED_ENV)
-        return rebuild(int8_engine, "int8", check.to_dict())
-    log.warning("%s: int8 failed its accuracy check against fp32 (%s); running fp32", name, check.summary)
-    return rebuild(predictor.engine, "fp32", check.to_dict())
+    return keep_if_checked(predictor, int8_engine, "int8", stored, rebuild)
 
 
 def _check_key(predictor: BasePredictor) -> str:
