@@ -35,6 +35,7 @@ def test_separable_scores_give_threshold_between_them_and_f1_one():
     assert report["recall1"] == 1.0 and report["recall5"] == 1.0 and report["mAP"] == 1.0
     assert report["known_accepted"] == 1.0 and report["open_set_accuracy"] == 1.0
     assert report["queries_known"] == 5 and report["queries_unknown"] == 4
+    assert report["separation"]["margin"] == pytest.approx(0.6) and report["separation"]["d_prime"] is None
 
 
 def test_l2_distances_propose_a_distance_threshold():
@@ -55,6 +56,9 @@ def test_overlap_gives_the_f1_optimum_not_perfection():
     assert report["f1"] == pytest.approx(0.8)
     assert report["unknown_precision"] == pytest.approx(2 / 3) and report["unknown_recall"] == 1.0
     assert report["known_accepted"] == pytest.approx(2 / 3)
+    # correct knowns 0.6, 0.8, 0.9 vs unknowns 0.5, 0.7: they overlap
+    assert report["separation"]["margin"] == pytest.approx(-0.1)
+    assert report["separation"]["d_prime"] > 0
 
 
 def test_target_precision_picks_highest_recall_meeting_it():

@@ -1,4 +1,4 @@
-"""``viewfinder index build|append|remove|info|list|delete|migrate``: manage PP-ShiTuV2 gallery indexes.
+"""``viewfinder index build|append|remove|info|list|delete|migrate|evaluate``: manage PP-ShiTuV2 gallery indexes.
 
 Every command takes an index *location*: a folder (faiss, the default), ``milvus:///ABS/PATH/x.db?
 collection=NAME`` (Milvus Lite in a file) or ``milvus://HOST:PORT?collection=NAME`` (a Milvus
@@ -41,6 +41,10 @@ def register(cli: click.Group) -> None:
     @cli.group("index")
     def index_group() -> None:
         """Build, append to, remove from, inspect and migrate gallery indexes."""
+
+    from .index_evaluate import add_evaluate
+
+    add_evaluate(index_group)  # viewfinder index evaluate (its own module)
 
     @index_group.command("info")
     @click.argument("index_dir")

@@ -127,6 +127,8 @@ class ShiTuV2Pipeline(BasePipeline):
         self.always_add_whole_image = bool(config.get("always_add_whole_image",
                                                       shipped["always_add_whole_image"]))
         self.dedup_threshold = config.get("dedup_threshold")
+        # build_index defaults for new faiss indexes (center, whiten, query_expansion: retrieval/transform.py)
+        self.index_options = self._check_index_options(config.get("index_options"))
         configured = _index_argument(None if _is_none(config.get("index")) else config["index"],
                                      None if _is_none(config.get("index_dir")) else config["index_dir"],
                                      "pipeline config")
@@ -160,6 +162,27 @@ class ShiTuV2Pipeline(BasePipeline):
                                     precision=_first_given(entry.get("precision"), self.options.get("precision")),
                                     calibration=self.config_path(_first_given(entry.get("calibration"),
                                                                               self.options.get("calibration"))))
+
+    @staticmethod
+    def _check_index_options(raw: Any) -> dict[str, Any]:
+        from ..retrieval.transform import check_query_expansion
+
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"index_options must be a mapping (center, whiten, query_expansion), got {raw!r}")
+        unknown = set(raw) - {"center", "whiten", "query_expansion"}
+        if unknown:
+            raise ConfigError(f"index_options: unknown key(s) {sorted(unknown)}; known: center, whiten, "
+                              "query_expansion")
+        for name in ("center", "whiten"):
+            if name in raw and not isinstance(raw[name], bool):
+                raise ConfigError(f"index_options.{name} must be true or false, got {raw[name]!r}")
+        try:
+            check_query_expansion(raw.get("query_expansion"))
+        except ViewfinderError as exc:
+            raise ConfigError(f"index_options: {exc}") from None
+        return {key: value for key, value in raw.items() if value not in (None, False)}
 
     @staticmethod
     def _check_numbers(det_threshold: Any, rec_threshold: Any, rec_topk: Any) -> None:
@@ -264,7 +287,8 @@ class ShiTuV2Pipeline(BasePipeline):
         Forms: ``(folder, label_file)``, ``(list_of_images, list_of_labels)``, and PaddleX 3.0's
         ``build_index(data_root=folder, index_dir=out, index_type=...)`` reading ``folder/gallery.txt``
         and saving into ``index_dir`` (a folder or a Milvus location). Unreadable images are skipped
-        and listed in ``self.last_report``.
+        and listed in ``self.last_report``. ``center``/``whiten``/``query_expansion`` (default: the
+        config's ``index_options``) are the training-free remedies of ``viewfinder.retrieval.transform``.
         """
         from ..retrieval import is_milvus, parse_location, write_gallery
 
@@ -272,6 +296,12 @@ class ShiTuV2Pipeline(BasePipeline):
         if index_dir is not None:
             parse_location(index_dir)  # a malformed location fails before the embedding
         into_milvus = is_milvus(index_dir)
+        index_params = {**self.index_options, **index_params}
+        if into_milvus and any(index_params.get(key) for key in ("center", "whiten", "query_expansion")):
+            raise ConfigError("a Milvus gallery cannot centre/whiten or expand queries (index_options "
+                              f"{ {k: v for k, v in index_params.items() if v} }): build into a folder, or set "
+                              "index_options to null")
+        index_params = {key: value for key, value in index_params.items() if value not in (None, False)}
         if into_milvus and index_params:
             raise ConfigError(f"{sorted(index_params)}: faiss index parameters; a Milvus gallery is built with "
                               "the defaults (HNSW M=32, efConstruction=80; IVF nlist from the size)")
@@ -351,6 +381,23 @@ class ShiTuV2Pipeline(BasePipeline):
             target.save(save_to)
         return target
 
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(self, queries: Any, labels: Any, index: Any = None, *, unknown: Any = None,
+                 output: Any = None, target_precision: float | None = None, det_threshold: float | None = None,
+                 show_progress: bool = True, plots: bool = True) -> dict[str, Any]:
+        """Open-set evaluation on labelled queries (+ photos of objects not in the gallery).
+
+        ``queries``: folder; ``labels``: a gallery-style label file (``path label`` relative to it);
+        ``unknown``: a folder of images whose objects are not in the gallery. Returns the report that
+        ``output``/evaluate_result.json holds (recall@1/5, mAP, the proposed ``rec_threshold``, the
+        unknown rejection precision/recall as it varies...). See ``pipelines/shitu_evaluate.py``.
+        """
+        from .shitu_evaluate import evaluate_pipeline
+
+        return evaluate_pipeline(self, queries, labels, index, unknown=unknown, output=output,
+                                 target_precision=target_precision, det_threshold=det_threshold,
+                                 show_progress=show_progress, plots=plots)
+
     # ------------------------------------------------------------------ predict
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         """Lazily yield a :class:`ShiTuResult` per image.
@@ -403,6 +450,14 @@ class ShiTuV2Pipeline(BasePipeline):
     def _recognise(self, group: list[Detections | ErrorResult], gallery: Any, rec: float,
                    k: int) -> list[BaseResult]:
         """Crops of every image in ``group`` embedded in one recogniser call and searched in one query."""
+        answers = [self._result(found, boxes, scores, ids, labels, gallery, rec)
+                   for found, boxes, scores, ids, labels in self._search_boxes(group, gallery, k)]
+        ordered = iter(answers)
+        return [item if isinstance(item, ErrorResult) else next(ordered) for item in group]
+
+    def _search_boxes(self, group: list[Detections | ErrorResult], gallery: Any, k: int) -> list[tuple[Any, ...]]:
+        """(detections, boxes, scores, ids, labels) per detected image of ``group``, top-``k`` per box
+        (``evaluate`` reads the ids too)."""
         detected = [d for d in group if isinstance(d, Detections)]
         boxes_per_image: list[list[tuple[list[float], float]]] = []
         crops: list[np.ndarray] = []
@@ -413,14 +468,13 @@ class ShiTuV2Pipeline(BasePipeline):
                 boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
             boxes_per_image.append(boxes)
             crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
-        answers: list[BaseResult] = []
+        searched: list[tuple[Any, ...]] = []
         if crops:  # every detected image has at least one box (the whole image without detections)
             scores, ids, labels = gallery.search(self.recognizer.embed(crops), k)
             for found, boxes, start in zip(detected, boxes_per_image, _offsets(boxes_per_image)):
                 rows = slice(start, start + len(boxes))
-                answers.append(self._result(found, boxes, scores[rows], ids[rows], labels[rows], gallery, rec))
-        ordered = iter(answers)
-        return [item if isinstance(item, ErrorResult) else next(ordered) for item in group]
+                searched.append((found, boxes, scores[rows], ids[rows], labels[rows]))
+        return searched
 
     def _result(self, found: Detections, boxes: list[tuple[list[float], float]], scores: Any, ids: Any,
                 labels: Any, gallery: Any, rec: float) -> ShiTuResult:

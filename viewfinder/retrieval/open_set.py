@@ -171,6 +171,25 @@ def propose_threshold(rows: list[dict[str, float]], target_precision: float | No
     return best, "maximises F1 of rejecting unknowns"
 
 
+def separation(queries: Sequence[RankedQuery], higher_is_better: bool = True) -> dict[str, float | None]:
+    """How far apart the top-1 scores of correctly answered known queries and of unknowns lie.
+
+    ``margin``: the lowest correct-known score minus the highest unknown score (in 'higher is
+    better' units; negative when they overlap): the room a threshold has. ``d_prime``: the
+    difference of the means over the pooled standard deviation, a scale-free separability that
+    compares indexes whose scores live on different scales (centring lowers every score).
+    """
+    sims = _similarities(queries, higher_is_better)
+    good = np.array([q.truth is not None and q.top1 == q.truth for q in queries])
+    unknown = np.array([q.truth is None for q in queries])
+    a, b = sims[good & np.isfinite(sims)], sims[unknown & np.isfinite(sims)]
+    if not a.size or not b.size:
+        return {"margin": None, "d_prime": None}
+    pooled = math.sqrt((a.var() + b.var()) / 2)
+    return {"margin": float(a.min() - b.max()),
+            "d_prime": float((a.mean() - b.mean()) / pooled) if pooled > 0 else None}
+
+
 def evaluate_rankings(queries: Sequence[RankedQuery], label_counts: dict[str, int], *,
                       higher_is_better: bool = True, target_precision: float | None = None,
                       confusions: int = 10) -> dict[str, Any]:
@@ -198,6 +217,7 @@ def evaluate_rankings(queries: Sequence[RankedQuery], label_counts: dict[str, in
         "best_f1": best_f1 if unknown else None,
         "known_accepted": chosen["known_accepted"] if chosen else None,
         "open_set_accuracy": chosen["open_set_accuracy"] if chosen else None,
+        "separation": separation(queries, higher_is_better),
         "per_label_recall": per_label_recall(queries),
         "confusion_pairs": confusion_pairs(queries, confusions),
         "threshold_curve": [{key: (None if isinstance(value, float) and not math.isfinite(value) else value)

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Measure known-vs-unknown separation on the demo's photos with ``viewfinder index evaluate``.
+
+Gallery: one photo of each of the demo's 10 OpenCV same-object pairs (``examples/demo.py`` PAIRS),
+optionally plus the 19 other OpenCV photos as distractors (``--distractors``). Known queries: the
+other photo of each pair. Unknown queries: darknet's dog, eagle, giraffe, horses, kite and person
+(objects that are not in the gallery). The index is built with the Python API (so ``--center``,
+``--whiten``, ``--qe`` and ``--crop`` can be varied), and the metrics come from the CLI command:
+
+    python examples/evaluate_demo.py                       # the variants table (plain, centred, ...)
+    python examples/evaluate_demo.py --variant center      # one variant, report + PNGs in --output
+    python examples/evaluate_demo.py --crop best           # gallery crops (once build_index has `crop`)
+
+Each variant writes OUTPUT/<variant>/evaluate_result.json, evaluate_curves.png, evaluate_failures.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples"))
+
+from demo import CENTERNET, OPENCV, PAIRS, PHOTOS, SHITU_CONFIG  # noqa: E402
+
+UNKNOWN = ("dog.jpg", "eagle.jpg", "giraffe.jpg", "horses.jpg", "kite.jpg", "person.jpg")
+VARIANTS = {
+    "plain": {},
+    "center": {"center": True},
+    "whiten": {"whiten": True},
+    "qe": {"query_expansion": {"k": 2, "alpha": 3.0}},
+    "center+qe": {"center": True, "query_expansion": {"k": 2, "alpha": 3.0}},
+}
+
+
+def prepare(out: Path, distractors: bool) -> tuple[Path, Path, Path]:
+    """gallery.txt, queries.txt (relative to the OpenCV folder) and a folder of unknown photos."""
+    out.mkdir(parents=True, exist_ok=True)
+    firsts, partners = {a for a, _ in PAIRS}, {b for _, b in PAIRS}
+    missing = [n for pair in PAIRS for n in pair if not (OPENCV / n).is_file()]
+    missing += [n for n in UNKNOWN if not (PHOTOS / n).is_file()]
+    if missing:
+        raise SystemExit(f"missing seeded photos {missing}: run tools/seed_assets.py (make seed)")
+    lines = [f"{a}\t{Path(a).stem}" for a, _ in PAIRS]
+    if distractors:
+        lines += [f"{p.name}\t{p.stem}" for p in sorted(OPENCV.iterdir()) if p.name not in firsts | partners]
+    gallery = out / "gallery.txt"
+    gallery.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    queries = out / "queries.txt"
+    queries.write_text("\n".join(f"{b}\t{Path(a).stem}" for a, b in PAIRS) + "\n", encoding="utf-8")
+    unknown = out / "unknown"
+    unknown.mkdir(exist_ok=True)
+    for name in UNKNOWN:
+        link = unknown / name
+        if not link.exists():
+            os.symlink(PHOTOS / name, link)
+    return gallery, queries, unknown
+
+
+def config() -> dict:
+    if CENTERNET.is_file():
+        return {"SubModules": {"Detection": {"spec": {"onnx": str(CENTERNET)}}}}
+    print("mainbody detector: none (../shared/assets/centernet.onnx not found): whole images only")
+    return {"SubModules": {"Detection": None}}
+
+
+def run_variant(name: str, options: dict, args: argparse.Namespace, gallery: Path, queries: Path,
+                unknown: Path) -> dict:
+    from viewfinder import create_pipeline
+
+    out = Path(args.output) / name
+    pipeline = create_pipeline(str(SHITU_CONFIG), config=config(), device=args.device)
+    params = dict(options)
+    params["center"] = options.get("center", False)  # override the config's index_options explicitly
+    params["whiten"] = options.get("whiten", False)
+    params["query_expansion"] = options.get("query_expansion")
+    if args.crop != "none":  # only once build_index/append_index have the `crop` option
+        params["crop"] = args.crop
+    index = pipeline.build_index(str(OPENCV), str(gallery), index_type="Flat", show_progress=False, **params)
+    index_dir = out / "index"
+    index.save(index_dir)
+    command = [sys.executable, "-m", "viewfinder.cli", "index", "evaluate", "--pipeline", str(SHITU_CONFIG),
+               "--index", str(index_dir), "--queries", str(OPENCV), "--labels", str(queries),
+               "--unknown", str(unknown), "--output", str(out), "--quiet", "--device", args.device]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    print(f"$ {' '.join(command)}", flush=True)
+    done = subprocess.run(command, env=env, text=True, capture_output=True)
+    print(done.stdout, end="")
+    if done.returncode:
+        print(done.stderr, file=sys.stderr)
+        raise SystemExit(f"index evaluate failed ({done.returncode})")
+    return json.loads((out / "evaluate_result.json").read_text(encoding="utf-8"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="output/evaluate_demo")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), action="append",
+                        help="which index options to measure (repeatable; default: all)")
+    parser.add_argument("--crop", default="none", help="gallery crops: none (default), best or all")
+    parser.add_argument("--distractors", action="store_true",
+                        help="add the 19 other OpenCV photos to the gallery (as examples/demo.py does)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    gallery, queries, unknown = prepare(Path(args.output), args.distractors)
+    rows = []
+    for name in args.variant or list(VARIANTS):
+        report = run_variant(name, VARIANTS[name], args, gallery, queries, unknown)
+        rows.append((name, report))
+    print(f"\n| index options (crop {args.crop}{', distractors' if args.distractors else ''}) | recall@1 | "
+          "best F1 | proposed rec_threshold | unknown precision | unknown recall | known accepted | "
+          "margin | d' |")
+    print("|---|---|---|---|---|---|---|---|---|")
+
+    def fmt(value: object) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for name, r in rows:
+        print(f"| {name} | {fmt(r['recall1'])} | {fmt(r['best_f1'])} | {fmt(r['suggested_rec_threshold'])} | "
+              f"{fmt(r['unknown_precision'])} | {fmt(r['unknown_recall'])} | {fmt(r['known_accepted'])} | "
+              f"{fmt(r['separation']['margin'])} | {fmt(r['separation']['d_prime'])} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
