@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 RESULT_FILE = "evaluate_result.json"
 CURVES_FILE = "evaluate_curves.png"
 FAILURES_FILE = "evaluate_failures.png"
+#: detections kept ready ahead of the recogniser, as predict() does (shitu.DETECT_AHEAD)
+DETECT_AHEAD = 2
 #: results kept per query (recall@5 needs 5)
 MIN_TOPK = 5
 #: failures kept in the report and drawn on the contact sheet
@@ -56,8 +58,6 @@ def _run(pipeline: Any, paths: list[str], gallery: Any, det: float, k: int, show
          ) -> tuple[list[tuple[str, Any]], list[str]]:
     """(path, (boxes, scores, ids, labels) of its best box) per readable query; skipped notes."""
     from tqdm import tqdm
-
-    from .shitu import DETECT_AHEAD
 
     stream = pipeline.detector.detect(paths, threshold=det) if pipeline.detector else pipeline._whole_images(paths)
     answers: list[tuple[str, Any]] = []

@@ -227,6 +227,16 @@ def request_models(max_topk: int = ServingConfig.max_topk,
 
     class BuildIndexRequest(_Body):
         imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
+        center: Optional[StrictBool] = Field(
+            None, description="Centre the features on this gallery's mean (learned here, kept for later additions "
+                              "and applied to queries; docs/recognition.md). Default: the pipeline config's "
+                              "index_options")
+        whiten: Optional[StrictBool] = Field(
+            None, description="Also whiten them (shrinkage PCA learned from this gallery; implies centring). "
+                              "Default: the pipeline config's index_options")
+        queryExpansion: Optional[Annotated[int, Field(strict=True, ge=0, le=20)]] = Field(
+            None, description="Query expansion: each query is averaged with this many nearest gallery items "
+                              "(weights score**3) and searched again; 0 = off. Default: the config's index_options")
 
     class AddImagesToIndexRequest(_Body):
         imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
