@@ -2,14 +2,15 @@
 """Measure known-vs-unknown separation on the demo's photos with ``viewfinder index evaluate``.
 
 Gallery: one photo of each of the demo's 10 OpenCV same-object pairs (``examples/demo.py`` PAIRS),
-optionally plus the 19 other OpenCV photos as distractors (``--distractors``). Known queries: the
-other photo of each pair. Unknown queries: darknet's dog, eagle, giraffe, horses, kite and person
-(objects that are not in the gallery). The index is built with the Python API (so ``--center``,
-``--whiten``, ``--qe`` and ``--crop`` can be varied), and the metrics come from the CLI command:
+optionally plus the 19 other OpenCV photos as distractors (``--distractors``, as ``make demo``
+builds it). Known queries: the other photo of each pair. Unknown queries: darknet's dog, eagle,
+giraffe, horses, kite and person (objects that are not in the gallery; ``--more_unknowns``: every
+seeded photo, 17). For each variant of the index options (plain, center, whiten, qe, center+qe) the
+index is built with the Python API and measured by the CLI command itself:
 
-    python examples/evaluate_demo.py                       # the variants table (plain, centred, ...)
-    python examples/evaluate_demo.py --variant center      # one variant, report + PNGs in --output
-    python examples/evaluate_demo.py --crop best           # gallery crops (once build_index has `crop`)
+    python examples/evaluate_demo.py                          # every variant, then a table
+    python examples/evaluate_demo.py --variant center         # one variant
+    python examples/evaluate_demo.py --crop best              # gallery crops (once build_index has `crop`)
 
 Each variant writes OUTPUT/<variant>/evaluate_result.json, evaluate_curves.png, evaluate_failures.png.
 """
@@ -38,7 +39,7 @@ VARIANTS = {
 }
 
 
-def prepare(out: Path, distractors: bool) -> tuple[Path, Path, Path]:
+def prepare(out: Path, distractors: bool, more_unknowns: bool) -> tuple[Path, Path, Path]:
     """gallery.txt, queries.txt (relative to the OpenCV folder) and a folder of unknown photos."""
     out.mkdir(parents=True, exist_ok=True)
     firsts, partners = {a for a, _ in PAIRS}, {b for _, b in PAIRS}
@@ -55,10 +56,11 @@ def prepare(out: Path, distractors: bool) -> tuple[Path, Path, Path]:
     queries.write_text("\n".join(f"{b}\t{Path(a).stem}" for a, b in PAIRS) + "\n", encoding="utf-8")
     unknown = out / "unknown"
     unknown.mkdir(exist_ok=True)
-    for name in UNKNOWN:
-        link = unknown / name
-        if not link.exists():
-            os.symlink(PHOTOS / name, link)
+    for old in unknown.iterdir():
+        old.unlink()
+    names = sorted(p.name for p in PHOTOS.iterdir()) if more_unknowns else UNKNOWN
+    for name in names:
+        os.symlink(PHOTOS / name, unknown / name)
     return gallery, queries, unknown
 
 
@@ -105,17 +107,20 @@ def main() -> int:
     parser.add_argument("--crop", default="none", help="gallery crops: none (default), best or all")
     parser.add_argument("--distractors", action="store_true",
                         help="add the 19 other OpenCV photos to the gallery (as examples/demo.py does)")
+    parser.add_argument("--more_unknowns", action="store_true",
+                        help="every seeded photo as an unknown (scikit-image, scikit-learn... 17), not only darknet's 6")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    gallery, queries, unknown = prepare(Path(args.output), args.distractors)
+    gallery, queries, unknown = prepare(Path(args.output), args.distractors, args.more_unknowns)
     rows = []
     for name in args.variant or list(VARIANTS):
         report = run_variant(name, VARIANTS[name], args, gallery, queries, unknown)
         rows.append((name, report))
-    print(f"\n| index options (crop {args.crop}{', distractors' if args.distractors else ''}) | recall@1 | "
-          "best F1 | proposed rec_threshold | unknown precision | unknown recall | known accepted | "
-          "margin | d' |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    setting = ", ".join([f"crop {args.crop}"] + ["distractors"] * args.distractors
+                        + ["more unknowns"] * args.more_unknowns)
+    print(f"\n| index options ({setting}) | recall@1 | best F1 | proposed rec_threshold | unknown precision | "
+          "unknown recall | known accepted | held-out F1 | margin | d' |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
 
     def fmt(value: object) -> str:
         return "n/a" if value is None else f"{value:.3f}"
@@ -123,7 +128,8 @@ def main() -> int:
     for name, r in rows:
         print(f"| {name} | {fmt(r['recall1'])} | {fmt(r['best_f1'])} | {fmt(r['suggested_rec_threshold'])} | "
               f"{fmt(r['unknown_precision'])} | {fmt(r['unknown_recall'])} | {fmt(r['known_accepted'])} | "
-              f"{fmt(r['separation']['margin'])} | {fmt(r['separation']['d_prime'])} |")
+              f"{fmt((r.get('held_out') or {}).get('f1'))} | {fmt(r['separation']['margin'])} | "
+              f"{fmt(r['separation']['d_prime'])} |")
     return 0
 
 

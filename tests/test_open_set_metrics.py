@@ -36,6 +36,8 @@ def test_separable_scores_give_threshold_between_them_and_f1_one():
     assert report["known_accepted"] == 1.0 and report["open_set_accuracy"] == 1.0
     assert report["queries_known"] == 5 and report["queries_unknown"] == 4
     assert report["separation"]["margin"] == pytest.approx(0.6) and report["separation"]["d_prime"] is None
+    # separable: a threshold fitted on the other folds still separates each held-out fold
+    assert report["held_out"]["f1"] == 1.0 and report["held_out"]["folds"] == 9
 
 
 def test_l2_distances_propose_a_distance_threshold():
@@ -124,3 +126,14 @@ def test_a_query_with_no_result_is_rejected_at_any_threshold():
     queries = [_unknown("u", [], []), _known("k", "A", ["A"], [0.9])]
     report = evaluate_rankings(queries, {"A": 1})
     assert report["f1"] == 1.0 and report["recall1"] == 1.0
+
+
+def test_held_out_f1_is_not_flattered_by_fitting_on_the_same_queries():
+    # one unknown scores like the knowns: the in-sample optimum may isolate it, held out it cannot
+    rng = np.random.default_rng(1)
+    queries = [_known(f"k{i}", "A", ["A"], [float(s)]) for i, s in enumerate(rng.uniform(0.5, 1.0, 20))]
+    queries += [_unknown(f"u{i}", ["A"], [float(s)]) for i, s in enumerate(rng.uniform(0.3, 0.8, 20))]
+    report = evaluate_rankings(queries, {"A": 1})
+    assert report["held_out"]["f1"] <= report["f1"]
+    assert 0 < report["held_out"]["f1"] < 1
+    assert evaluate_rankings(queries[:20], {"A": 1})["held_out"] is None  # no unknowns: nothing to check

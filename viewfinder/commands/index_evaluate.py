@@ -29,6 +29,14 @@ def _summary(report: dict) -> list[str]:
         lines.append(f"suggested rec_threshold: {report['suggested_rec_threshold']:.4f} ({report['threshold_rule']}): "
                      f"unknown precision {pct(report['unknown_precision'])}, recall {pct(report['unknown_recall'])}, "
                      f"F1 {pct(report['f1'])}; known queries accepted {pct(report['known_accepted'])}")
+    held = report.get("held_out")
+    if held:
+        lines.append(f"held out ({held['folds']}-fold, threshold fitted on the other folds): unknown precision "
+                     f"{pct(held['unknown_precision'])}, recall {pct(held['unknown_recall'])}, F1 {pct(held['f1'])}")
+    sep = report.get("separation") or {}
+    if sep.get("margin") is not None:
+        lines.append(f"separation: margin {sep['margin']:+.3f} (lowest correct known - highest unknown), "
+                     f"d' {pct(sep.get('d_prime'))}")
     for pair in report["confusion_pairs"][:5]:
         lines.append(f"confused: {pair['label']} -> {pair['confused_with']} ({pair['count']}x)")
     if report["labels_not_in_gallery"]:
