@@ -12,6 +12,9 @@ index is built with the Python API and measured by the CLI command itself:
     python examples/evaluate_demo.py --variant center         # one variant
     python examples/evaluate_demo.py --crop best              # gallery crops (once build_index has `crop`)
 
+``--dataset fashion-mnist`` measures the same on a larger class-level task (7 known clothing classes,
+3 unknown), fetched from Debian's ``dataset-fashion-mnist`` the first time.
+
 Each variant writes OUTPUT/<variant>/evaluate_result.json, evaluate_curves.png, evaluate_failures.png.
 """
 from __future__ import annotations
@@ -21,7 +24,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -71,24 +77,74 @@ def config() -> dict:
     return {"SubModules": {"Detection": None}}
 
 
-def run_variant(name: str, options: dict, args: argparse.Namespace, gallery: Path, queries: Path,
-                unknown: Path) -> dict:
+@dataclass
+class Setup:
+    """Where one measurement's gallery, queries and unknowns are, and the pipeline that embeds them."""
+
+    pipeline: Path
+    override: dict
+    gallery_root: Path
+    gallery: Path
+    queries_root: Path
+    queries: Path
+    unknown: Path
+
+
+def prepare_fashion(out: Path, per_class_gallery: int = 50, per_class_query: int = 30) -> Setup:
+    """Fashion-MNIST as an open-set task: 7 classes known (gallery = training images), queries = test
+    images of those 7 classes (known) and of Sneaker, Bag, Ankle boot (unknown: not in the gallery)."""
+    import fashion_mnist_data as fm
+    from PIL import Image
+
+    x_train, y_train = fm.load("train")
+    x_test, y_test = fm.load("t10k")
+    root = out / "fashion"
+    lines_g, lines_q = [], []
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    unknown = out / "unknown"
+    unknown.mkdir(parents=True, exist_ok=True)
+    for cls, name in enumerate(fm.CLASSES):
+        label = name.replace("/", "_").replace(" ", "_")
+        if cls < 7:
+            for i in np.flatnonzero(y_train == cls)[:per_class_gallery]:
+                path = f"images/g_{i:05d}.png"
+                Image.fromarray(x_train[i]).save(root / path)
+                lines_g.append(f"{path}\t{label}")
+            target, lines = root, lines_q
+        else:
+            target, lines = unknown, None
+        for i in np.flatnonzero(y_test == cls)[:per_class_query]:
+            path = f"images/q_{i:05d}.png" if lines is not None else f"q_{i:05d}.png"
+            Image.fromarray(x_test[i]).save(target / path)
+            if lines is not None:
+                lines.append(f"{path}\t{label}")
+    (root / "gallery.txt").write_text("\n".join(lines_g) + "\n", encoding="utf-8")
+    (root / "queries.txt").write_text("\n".join(lines_q) + "\n", encoding="utf-8")
+    pipeline = out / "fashion_pipeline.yaml"
+    pipeline.write_text("pipeline_name: PP-ShiTuV2\nrec_topk: 5\nSubModules:\n  Detection: null\n  Recognition:\n"
+                        "    module_name: image_feature\n    model_name: MobileNetV2_x1_0\n    weights: torchvision\n"
+                        "    batch_size: 32\n", encoding="utf-8")
+    return Setup(pipeline, {}, root, root / "gallery.txt", root, root / "queries.txt", unknown)
+
+
+def run_variant(name: str, options: dict, args: argparse.Namespace, setup: Setup) -> dict:
     from viewfinder import create_pipeline
 
     out = Path(args.output) / name
-    pipeline = create_pipeline(str(SHITU_CONFIG), config=config(), device=args.device)
+    pipeline = create_pipeline(str(setup.pipeline), config=setup.override, device=args.device)
     params = dict(options)
     params["center"] = options.get("center", False)  # override the config's index_options explicitly
     params["whiten"] = options.get("whiten", False)
     params["query_expansion"] = options.get("query_expansion")
     if args.crop != "none":  # only once build_index/append_index have the `crop` option
         params["crop"] = args.crop
-    index = pipeline.build_index(str(OPENCV), str(gallery), index_type="Flat", show_progress=False, **params)
+    index = pipeline.build_index(str(setup.gallery_root), str(setup.gallery), index_type="Flat", show_progress=False,
+                                 **params)
     index_dir = out / "index"
     index.save(index_dir)
-    command = [sys.executable, "-m", "viewfinder.cli", "index", "evaluate", "--pipeline", str(SHITU_CONFIG),
-               "--index", str(index_dir), "--queries", str(OPENCV), "--labels", str(queries),
-               "--unknown", str(unknown), "--output", str(out), "--quiet", "--device", args.device]
+    command = [sys.executable, "-m", "viewfinder.cli", "index", "evaluate", "--pipeline", str(setup.pipeline),
+               "--index", str(index_dir), "--queries", str(setup.queries_root), "--labels", str(setup.queries),
+               "--unknown", str(setup.unknown), "--output", str(out), "--quiet", "--device", args.device]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     print(f"$ {' '.join(command)}", flush=True)
     done = subprocess.run(command, env=env, text=True, capture_output=True)
@@ -109,15 +165,24 @@ def main() -> int:
                         help="add the 19 other OpenCV photos to the gallery (as examples/demo.py does)")
     parser.add_argument("--more_unknowns", action="store_true",
                         help="every seeded photo as an unknown (scikit-image, scikit-learn... 17), not only darknet's 6")
+    parser.add_argument("--dataset", choices=("opencv", "fashion-mnist"), default="opencv",
+                        help="opencv: the demo's photos (default); fashion-mnist: 7 known classes (350 gallery "
+                             "images), 210 known + 90 unknown queries (Debian dataset-fashion-mnist, fetched once)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    gallery, queries, unknown = prepare(Path(args.output), args.distractors, args.more_unknowns)
+    out = Path(args.output)
+    if args.dataset == "fashion-mnist":
+        setup = prepare_fashion(out)
+        setting = "Fashion-MNIST, whole images"
+    else:
+        gallery, queries, unknown = prepare(out, args.distractors, args.more_unknowns)
+        setup = Setup(SHITU_CONFIG, config(), OPENCV, gallery, OPENCV, queries, unknown)
+        setting = ", ".join([f"crop {args.crop}"] + ["distractors"] * args.distractors
+                            + ["more unknowns"] * args.more_unknowns)
     rows = []
     for name in args.variant or list(VARIANTS):
-        report = run_variant(name, VARIANTS[name], args, gallery, queries, unknown)
+        report = run_variant(name, VARIANTS[name], args, setup)
         rows.append((name, report))
-    setting = ", ".join([f"crop {args.crop}"] + ["distractors"] * args.distractors
-                        + ["more unknowns"] * args.more_unknowns)
     print(f"\n| index options ({setting}) | recall@1 | best F1 | proposed rec_threshold | unknown precision | "
           "unknown recall | known accepted | held-out F1 | margin | d' |")
     print("|---|---|---|---|---|---|---|---|---|---|")
