@@ -20,6 +20,7 @@ Each variant writes OUTPUT/<variant>/evaluate_result.json, evaluate_curves.png, 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -137,6 +138,8 @@ def run_variant(name: str, options: dict, args: argparse.Namespace, setup: Setup
     params["whiten"] = options.get("whiten", False)
     params["query_expansion"] = options.get("query_expansion")
     if args.crop != "none":  # only once build_index/append_index have the `crop` option
+        if "crop" not in inspect.signature(pipeline.build_index).parameters:
+            raise SystemExit("--crop: this viewfinder's build_index has no crop option yet")
         params["crop"] = args.crop
     index = pipeline.build_index(str(setup.gallery_root), str(setup.gallery), index_type="Flat", show_progress=False,
                                  **params)
