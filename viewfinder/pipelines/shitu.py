@@ -127,8 +127,6 @@ class ShiTuV2Pipeline(BasePipeline):
         self.always_add_whole_image = bool(config.get("always_add_whole_image",
                                                       shipped["always_add_whole_image"]))
         self.dedup_threshold = config.get("dedup_threshold")
-        # build_index defaults for new faiss indexes (center, whiten, query_expansion: retrieval/transform.py)
-        self.index_options = self._check_index_options(config.get("index_options"))
         configured = _index_argument(None if _is_none(config.get("index")) else config["index"],
                                      None if _is_none(config.get("index_dir")) else config["index_dir"],
                                      "pipeline config")
@@ -136,6 +134,9 @@ class ShiTuV2Pipeline(BasePipeline):
                                 "create_pipeline")
         self._default_index = given if given is not None else configured
         self._check_numbers(self.det_threshold, self.rec_threshold, self.rec_topk)
+        # build_index defaults for new faiss indexes (center, whiten, query_expansion: retrieval/transform.py)
+        self.index_options = self._check_index_options(config.get("index_options"))
+
         # `Detection: null` recognises whole images only (no mainbody detector).
         modules = config.get("SubModules") or {}
         self.detector = None if "Detection" in modules and modules["Detection"] is None \
@@ -284,11 +285,13 @@ class ShiTuV2Pipeline(BasePipeline):
         """Embed a gallery and index it; returns the :class:`~viewfinder.IndexData` (``.save(dir)`` it),
         or with a Milvus ``index_dir`` the gallery written there.
 
+        ``center``/``whiten``/``query_expansion`` (default: the config's ``index_options``) are the
+        training-free remedies of ``viewfinder.retrieval.transform``, recorded in the index.
+
         Forms: ``(folder, label_file)``, ``(list_of_images, list_of_labels)``, and PaddleX 3.0's
         ``build_index(data_root=folder, index_dir=out, index_type=...)`` reading ``folder/gallery.txt``
         and saving into ``index_dir`` (a folder or a Milvus location). Unreadable images are skipped
-        and listed in ``self.last_report``. ``center``/``whiten``/``query_expansion`` (default: the
-        config's ``index_options``) are the training-free remedies of ``viewfinder.retrieval.transform``.
+        and listed in ``self.last_report``.
         """
         from ..retrieval import is_milvus, parse_location, write_gallery
 
@@ -398,6 +401,28 @@ class ShiTuV2Pipeline(BasePipeline):
                                  target_precision=target_precision, det_threshold=det_threshold,
                                  show_progress=show_progress, plots=plots)
 
+    def _search_boxes(self, group: list[Detections | ErrorResult], gallery: Any, k: int) -> list[tuple[Any, ...]]:
+        """For ``evaluate``: (detections, boxes, scores, ids, labels) per detected image of ``group``,
+        top-``k`` per box, the boxes ``predict()`` recognises by default (detections, plus the whole
+        image when configured or when nothing was detected); unlike ``_recognise`` it keeps the ids."""
+        detected = [d for d in group if isinstance(d, Detections)]
+        boxes_per_image: list[list[tuple[list[float], float]]] = []
+        crops: list[np.ndarray] = []
+        for found in detected:
+            width, height = found.image.original_size
+            boxes = [(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes]
+            if not boxes or self.always_add_whole_image:
+                boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
+            boxes_per_image.append(boxes)
+            crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
+        searched: list[tuple[Any, ...]] = []
+        if crops:
+            scores, ids, labels = gallery.search(self.recognizer.embed(crops), k)
+            for found, boxes, start in zip(detected, boxes_per_image, _offsets(boxes_per_image)):
+                rows = slice(start, start + len(boxes))
+                searched.append((found, boxes, scores[rows], ids[rows], labels[rows]))
+        return searched
+
     # ------------------------------------------------------------------ predict
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:
         """Lazily yield a :class:`ShiTuResult` per image.
@@ -450,14 +475,6 @@ class ShiTuV2Pipeline(BasePipeline):
     def _recognise(self, group: list[Detections | ErrorResult], gallery: Any, rec: float,
                    k: int) -> list[BaseResult]:
         """Crops of every image in ``group`` embedded in one recogniser call and searched in one query."""
-        answers = [self._result(found, boxes, scores, ids, labels, gallery, rec)
-                   for found, boxes, scores, ids, labels in self._search_boxes(group, gallery, k)]
-        ordered = iter(answers)
-        return [item if isinstance(item, ErrorResult) else next(ordered) for item in group]
-
-    def _search_boxes(self, group: list[Detections | ErrorResult], gallery: Any, k: int) -> list[tuple[Any, ...]]:
-        """(detections, boxes, scores, ids, labels) per detected image of ``group``, top-``k`` per box
-        (``evaluate`` reads the ids too)."""
         detected = [d for d in group if isinstance(d, Detections)]
         boxes_per_image: list[list[tuple[list[float], float]]] = []
         crops: list[np.ndarray] = []
@@ -468,13 +485,14 @@ class ShiTuV2Pipeline(BasePipeline):
                 boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
             boxes_per_image.append(boxes)
             crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
-        searched: list[tuple[Any, ...]] = []
+        answers: list[BaseResult] = []
         if crops:  # every detected image has at least one box (the whole image without detections)
             scores, ids, labels = gallery.search(self.recognizer.embed(crops), k)
             for found, boxes, start in zip(detected, boxes_per_image, _offsets(boxes_per_image)):
                 rows = slice(start, start + len(boxes))
-                searched.append((found, boxes, scores[rows], ids[rows], labels[rows]))
-        return searched
+                answers.append(self._result(found, boxes, scores[rows], ids[rows], labels[rows], gallery, rec))
+        ordered = iter(answers)
+        return [item if isinstance(item, ErrorResult) else next(ordered) for item in group]
 
     def _result(self, found: Detections, boxes: list[tuple[list[float], float]], scores: Any, ids: Any,
                 labels: Any, gallery: Any, rec: float) -> ShiTuResult:

@@ -226,7 +226,6 @@ def request_models(max_topk: int = ServingConfig.max_topk,
         label: Label
 
     class BuildIndexRequest(_Body):
-        imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
         center: Optional[StrictBool] = Field(
             None, description="Centre the features on this gallery's mean (learned here, kept for later additions "
                               "and applied to queries; docs/recognition.md). Default: the pipeline config's "
@@ -237,6 +236,7 @@ def request_models(max_topk: int = ServingConfig.max_topk,
         queryExpansion: Optional[Annotated[int, Field(strict=True, ge=0, le=20)]] = Field(
             None, description="Query expansion: each query is averaged with this many nearest gallery items "
                               "(weights score**3) and searched again; 0 = off. Default: the config's index_options")
+        imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
 
     class AddImagesToIndexRequest(_Body):
         imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
