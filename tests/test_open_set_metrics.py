@@ -137,3 +137,22 @@ def test_held_out_f1_is_not_flattered_by_fitting_on_the_same_queries():
     assert report["held_out"]["f1"] <= report["f1"]
     assert 0 < report["held_out"]["f1"] < 1
     assert evaluate_rankings(queries[:20], {"A": 1})["held_out"] is None  # no unknowns: nothing to check
+
+
+def test_sweep_counts_match_a_brute_force_count():
+    rng = np.random.default_rng(7)
+    scores = np.round(rng.uniform(0, 1, 300), 2)  # ties on purpose
+    queries = [_known(f"k{i}", "A", ["A" if i % 3 else "B"], [float(s)]) for i, s in enumerate(scores[:200])]
+    queries += [_unknown(f"u{i}", ["A"], [float(s)]) for i, s in enumerate(scores[200:])]
+    queries.append(_unknown("none", [], []))
+    for row in threshold_sweep(queries):
+        t = row["threshold"]
+        rejected = [q for q in queries if q.top1_score is None or q.top1_score < t]
+        unknown_rejected = sum(q.truth is None for q in rejected)
+        assert row["unknown_recall"] == pytest.approx(unknown_rejected / 101)
+        assert row["unknown_precision"] == pytest.approx(unknown_rejected / len(rejected) if rejected else 1.0)
+        accepted_right = sum(q.truth is not None and q.top1 == q.truth and q.top1_score >= t for q in queries)
+        assert row["open_set_accuracy"] == pytest.approx((accepted_right + unknown_rejected) / len(queries))
+    big = [_known(f"k{i}", "A", ["A"], [float(s)]) for i, s in enumerate(rng.uniform(0, 1, 20000))]
+    big += [_unknown(f"u{i}", ["A"], [float(s)]) for i, s in enumerate(rng.uniform(0, 1, 5000))]
+    assert evaluate_rankings(big, {"A": 1})["queries_unknown"] == 5000  # 25k queries: no quadratic sweep

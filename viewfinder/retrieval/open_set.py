@@ -131,20 +131,26 @@ def threshold_sweep(queries: Sequence[RankedQuery], higher_is_better: bool = Tru
         gaps = np.concatenate([[math.inf], np.diff(finite), [math.inf]])
     else:
         cuts, gaps = np.array([0.0]), np.array([math.inf])
+    # counts below each cut from cumulative sums over the sorted scores: O(n log n), not O(n^2)
+    order = np.argsort(sims, kind="stable")
+    below = np.searchsorted(sims[order], cuts, side="left")  # queries rejected at each cut
+    cum = lambda flags: np.concatenate([[0], np.cumsum(flags[order])])  # noqa: E731
+    unknown_below, known_below, correct_below = cum(unknown)[below], cum(~unknown)[below], cum(correct)[below]
+    n_correct = int(correct.sum())
     rows = []
     sign = 1.0 if higher_is_better else -1.0
-    for cut, gap in zip(cuts.tolist(), gaps.tolist()):
-        rejected = sims < cut
-        true_rejections = int((rejected & unknown).sum())
-        precision = true_rejections / int(rejected.sum()) if rejected.any() else 1.0
+    for cut, gap, rejected, true_rejections, known_rejected, correct_rejected in zip(
+            cuts.tolist(), gaps.tolist(), below.tolist(), unknown_below.tolist(), known_below.tolist(),
+            correct_below.tolist()):
+        precision = true_rejections / rejected if rejected else 1.0
         recall = true_rejections / n_unknown if n_unknown else 0.0
-        accepted_right = int((~rejected & correct).sum())
+        accepted_right = n_correct - correct_rejected
         rows.append({
             "threshold": round(sign * cut, 6),
             "unknown_precision": precision,
             "unknown_recall": recall,
             "f1": _f1(precision, recall) if n_unknown else 0.0,
-            "known_accepted": int((~rejected & ~unknown).sum()) / n_known if n_known else 0.0,
+            "known_accepted": (n_known - known_rejected) / n_known if n_known else 0.0,
             "open_set_accuracy": (accepted_right + true_rejections) / len(queries) if len(queries) else 0.0,
             "gap": gap,
         })
