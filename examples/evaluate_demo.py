@@ -182,9 +182,15 @@ def main() -> int:
         setup = Setup(SHITU_CONFIG, config(), OPENCV, gallery, OPENCV, queries, unknown)
         setting = ", ".join([f"crop {args.crop}"] + ["distractors"] * args.distractors
                             + ["more unknowns"] * args.more_unknowns)
+    from viewfinder import ViewfinderError
+
     rows = []
     for name in args.variant or list(VARIANTS):
-        report = run_variant(name, VARIANTS[name], args, setup)
+        try:
+            report = run_variant(name, VARIANTS[name], args, setup)
+        except ViewfinderError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            return 2
         rows.append((name, report))
     print(f"\n| index options ({setting}) | recall@1 | best F1 | proposed rec_threshold | unknown precision | "
           "unknown recall | known accepted | held-out F1 | margin | d' |")
