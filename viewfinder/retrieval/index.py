@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
 import os
 from typing import Any, Iterable
@@ -24,6 +25,8 @@ from viewfinder.retrieval.locks import RWLock
 from viewfinder.retrieval.threads import apply_thread_cap
 from viewfinder.retrieval.transform import FeatureTransform, check_query_expansion, expand_queries
 from viewfinder.retrieval.validate import _preview, as_ids, as_k, as_label_list, as_labels, as_matrix, as_metadata
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "viewfinder-index"
 FORMAT_VERSION = 1
@@ -90,7 +93,12 @@ class IndexData:
                 raise RetrievalIndexError(f"{name} must be true or false, got {flag!r}")
         x = as_matrix(features, None)
         self = cls(x.shape[1], index_type, metric_type, **params)
-        if center or whiten:
+        if (center or whiten) and (len(x) < 2 or float(np.ptp(x, axis=0).max()) == 0.0):
+            # nothing to learn a mean or a spread from: centring would zero the only vector. Built
+            # plain (the index records no transform, `info()` shows it), not refused.
+            log.warning("center/whiten skipped: learned from the gallery, they need at least 2 different "
+                        "vectors, got %d item(s)", len(x))
+        elif center or whiten:
             self._feature_transform = FeatureTransform.learn(x, center=bool(center), whiten=bool(whiten))
         self.query_expansion = query_expansion
         self.append(x, labels, metadata=metadata)

@@ -233,7 +233,7 @@ def request_models(max_topk: int = ServingConfig.max_topk,
         whiten: Optional[StrictBool] = Field(
             None, description="Also whiten them (shrinkage PCA learned from this gallery; implies centring). "
                               "Default: the pipeline config's index_options")
-        queryExpansion: Optional[Annotated[int, Field(strict=True, ge=0, le=20)]] = Field(
+        queryExpansion: Optional[Annotated[int, Field(ge=0, le=20), BeforeValidator(_json_number)]] = Field(
             None, description="Query expansion: each query is averaged with this many nearest gallery items "
                               "(weights score**3) and searched again; 0 = off. Default: the config's index_options")
         imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
