@@ -1,25 +1,26 @@
 #!/usr/bin/env python3
-"""PP-ShiTuV2 speed: build_index ms/img and predict ms/img (detection 640 + crops + search), fp32 and int8.
+"""PP-ShiTuV2 speed: build_index ms/img and predict ms/img (detection 640 + crops + search), fp32, int8, bf16.
 
-Two workloads, at CPU threads 1 and 2, each in fp32 and int8 (``--precisions``):
+Two workloads, at CPU threads 1 and 2, each in fp32, int8 and bf16 (``--precisions``; bf16 runs on
+OpenVINO where the CPU has AVX512-BF16 or AMX, and is fp32 elsewhere: the precision column says):
 
 * ``one-crop`` — PaddleX's measured workload: PP-ShiTuV2_det + PP-ShiTuV2_rec with random
   weights (seeded, so exports and int8 files are made once and cached), so nothing passes
   det_threshold and every query falls back to one whole-image crop. With ``--paddlex`` (after
   ``make paddlex-env``) PaddleX 3.7.2 runs this workload in the same run and repeat loop, as
   configured (``cpu_threads``) and pinned to that many cores. Random weights have no accuracy
-  to check, so their int8 models run whatever their check says ($VIEWFINDER_INT8_UNVALIDATED=1,
+  to check, so their int8/bf16 models run whatever their check says ($VIEWFINDER_INT8_UNVALIDATED=1,
   printed below the table).
 * ``multi-box`` — a real multi-box workload: the real COCO CenterNet (../shared/assets) as
   mainbody detector, real MobileNetV2_x1_0 features, the whole image added too (3-5 crops per
-  photo). int8 here is what ``precision: int8`` gives a user: a model that fails its accuracy
+  photo). int8/bf16 here is what ``precision: int8|bf16`` gives a user: a model that fails its accuracy
   check against fp32 runs fp32 (the precision column says what ran).
 
 int8 is calibrated on the seeded sample photos (.assets/photos, .assets/opencv). Every figure
 carries [cores busy] = process CPU seconds / wall seconds. ``--ab`` adds, at 2+ threads, an fp32
 row with ONNX Runtime's worker threads spinning during runs (the default sleeps: measured faster).
 
-    .venv/bin/python benchmarks/shitu.py --paddlex [--repeats 3] [--threads 1 2] [--precisions fp32 int8] [--ab]
+    .venv/bin/python benchmarks/shitu.py --paddlex [--repeats 3] [--threads 1 2] [--precisions fp32 int8 bf16] [--ab]
 """
 from __future__ import annotations
 
@@ -83,13 +84,13 @@ def make_pipeline(name: str, override: dict, threads: int, precision: str, calib
 
 
 def ran_as(pipeline) -> str:
-    """What each model ran in: "det / rec", * where int8 runs without having passed its check."""
+    """What each model ran in: "det / rec", * where int8/bf16 runs without having passed its check."""
     def one(model) -> str:
         if model is None:
             return "-"
         check = model.int8_check or {}
-        mark = "*" if model.precision == "int8" and check and not check.get("ok") else ""
-        failed = " (int8 failed check)" if model.precision == "fp32" and check and not check.get("ok") else ""
+        mark = "*" if model.precision in ("int8", "bf16") and check and not check.get("ok") else ""
+        failed = " (failed check)" if model.precision == "fp32" and check and not check.get("ok") else ""
         return f"{model.precision}{mark}{failed}"
 
     return f"{one(pipeline.detector)} / {one(pipeline.recognizer)}"
@@ -103,7 +104,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8", "auto"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "bf16"],
+                        choices=["fp32", "int8", "bf16", "auto"])
     parser.add_argument("--workloads", nargs="+", default=["one-crop", "multi-box"], choices=["one-crop", "multi-box"])
     parser.add_argument("--ab", action="store_true", help="add an fp32 row with ONNX Runtime spinning during runs (the default sleeps)")
     paddlex.add_arguments(parser)
@@ -146,7 +148,7 @@ def main() -> None:
             for pipeline in pipelines.values():
                 for model in (pipeline.detector, pipeline.recognizer):
                     if model is not None and model.int8_check:
-                        checks[model.model_name] = model.int8_check["summary"]
+                        checks[f"{model.model_name} {model.precision}"] = model.int8_check["summary"]
             runners, boxes = {}, {label: [] for label in pipelines}
             for label, pipeline in pipelines.items():
                 index = pipeline.build_index(images, labels, show_progress=False)
@@ -178,7 +180,7 @@ def main() -> None:
             for label, pipeline in pipelines.items():
                 print(_row(name, threads, label, pipeline, samples, boxes[label][-1] / len(images)), flush=True)
     if checks:
-        print("\nint8 accuracy checks against fp32 (photos not used for calibration; * = int8 kept without passing, "
+        print("\nint8/bf16 accuracy checks against fp32 (photos not used for calibration; * = kept without passing, "
               "random weights):")
         for model, summary in checks.items():
             print(f"- {model}: {summary}")

@@ -53,7 +53,8 @@ def recogniser(shitu_yaml):
      r"image_multilabel_classification\.predict\(\) got unknown parameter 'topk'; accepted: batch_size, threshold$"),
     ("recogniser", {"threshold": 0.5, "batch_size": 2},
      (r"PP-ShiTuV2\.predict\(\) got unknown parameters 'threshold', 'batch_size'; "
-      r"accepted: det_threshold, hamming_radius, index, index_dir, rec_threshold, rec_topk, topk$")),
+      r"accepted: det_threshold, hamming_radius, index, index_dir, mainbody_order, max_det_results, "
+      r"rec_threshold, rec_topk, single_mainbody, topk$")),
 ])
 def test_pipeline_refuses_unknown_keyword(request, fixture, bogus, message):
     pipeline = request.getfixturevalue(fixture)
@@ -122,12 +123,16 @@ def test_task_default_applies_when_the_spec_has_none(monkeypatch):
 
 
 # ------------------------------------------------------------------ command line
+SHITU_FLAGS = ("--det_threshold, --index, --mainbody_order, --max_det_results, --rec_threshold, --rec_topk, "
+               "--single_mainbody, --topk")
+
+
 @pytest.mark.parametrize("pipeline, flag, value, its_flags", [
     ("image_classification", "--index", "idx", "--batch_size, --topk"),
     ("image_classification", "--threshold", "0.5", "--batch_size, --topk"),
     ("multi_label_image_classification", "--topk", "3", "--batch_size, --threshold"),
-    ("PP-ShiTuV2", "--threshold", "0.5", "--det_threshold, --index, --rec_threshold, --rec_topk, --topk"),
-    ("PP-ShiTuV2", "--batch_size", "4", "--det_threshold, --index, --rec_threshold, --rec_topk, --topk"),
+    ("PP-ShiTuV2", "--threshold", "0.5", SHITU_FLAGS),
+    ("PP-ShiTuV2", "--batch_size", "4", SHITU_FLAGS),
 ])
 def test_cli_refuses_flag_the_pipeline_does_not_take(photos, pipeline, flag, value, its_flags):
     result = CliRunner().invoke(cli, ["--pipeline", pipeline, "--input", str(photos / "dog.jpg"), flag, value,

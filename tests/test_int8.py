@@ -43,8 +43,10 @@ class TinyFeatures(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        # the default recipe keeps the first two (early) and the last convolution float; the middle two are int8
         self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-                                  nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                                  nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.Conv2d(64, 64, 1), nn.ReLU(),
+                                  nn.Conv2d(64, 64, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -79,7 +81,8 @@ def test_cpu_flags_from_cpuinfo(tmp_path, monkeypatch):
         assert "avx512_vnni" in cpu_features.cpu_flags()
         assert cpu_features.int8_dot_product() == "avx512_vnni"
         assert cpu_features.int8_kernel_class() == "vnni"
-        assert cpu_features.describe() == "Test CPU 9000; int8 dot product: avx512_vnni"
+        assert cpu_features.describe() == ("Test CPU 9000; int8 dot product: avx512_vnni; "
+                                           "bf16: none (no AVX512-BF16/AMX)")
         info.write_text("processor\t: 0\nmodel name\t: Old CPU\nflags\t\t: fpu sse avx2\n")
         cpu_features._cpuinfo.cache_clear()
         assert cpu_features.int8_dot_product() is None and cpu_features.int8_kernel_class() == "avx2"
@@ -132,6 +135,21 @@ def test_int8_accepts_a_good_model_and_caches_it(tiny, photos, cpu, tmp_home, mo
     assert again.precision == "int8" and again.engine.path == chosen.engine.path
 
 
+def test_another_recipe_makes_another_int8_file(tiny, photos, cpu, tmp_home, monkeypatch):
+    """A changed quantisation recipe never reuses the int8 file (or stored check) of the old one."""
+    predictor, build = tiny
+    cpu(VNNI_CPU)
+    first = apply_precision(predictor, "int8", photos, build)
+    calls = []
+    real = quantize_module.quantize_file
+    monkeypatch.setattr(quantize_module, "quantize_file", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    other = quantize_module.QuantSettings(keep_float=("first", "last"))
+    monkeypatch.setattr(precision_module, "DEFAULT_QUANT", other)
+    second = apply_precision(predictor, "int8", photos, build)
+    assert calls == [other] and second.engine.path != first.engine.path
+    assert first.engine.path.exists() and second.engine.path.exists()  # both kept (two per source)
+
+
 def _break_weights(path: Path) -> None:
     """Negate every int8 weight tensor: a quantised file that runs but computes nonsense."""
     model = onnx.load(str(path))
@@ -177,7 +195,7 @@ def test_int8_needs_calibration_photos(tiny, cpu, tmp_path, monkeypatch):
 
 
 def test_int8_refused_on_torch_and_for_tasks_without_a_check(photos, tmp_home):
-    with pytest.raises(ConfigError, match="precision 'int8' runs on ONNX Runtime"):
+    with pytest.raises(ConfigError, match="precision 'int8' starts from the model's ONNX export"):
         create_model("PP-LCNet_x1_0", pretrained=False, device="cpu", engine="torch", precision="int8")
     with pytest.raises(ConfigError, match="no accuracy check"):
         create_model("PP-LCNet_x1_0", pretrained=False, device="cpu", engine="onnxruntime", precision="int8",

@@ -34,7 +34,7 @@ def test_honoured(kwargs, expected):
 @pytest.mark.parametrize("kwargs, message", [
     ({"pp_option": {"run_mode": "trt_fp16"}}, "no TensorRT engine"),
     ({"pp_option": {"run_mode": "trt_int8"}}, "no TensorRT engine"),
-    ({"pp_option": {"run_mode": "mkldnn_bf16"}}, "no bf16"),
+    ({"pp_option": {"run_mode": "mkldnn_bf16"}}, "precision='bf16'"),
     ({"pp_option": {"run_mode": "paddle_fp16", "device": "cpu"}}, "needs a CUDA device"),
     ({"pp_option": {"run_mode": "mkldnn", "device": "gpu:0"}}, "CPU mode"),
     ({"pp_option": {"run_mode": "turbo"}}, "not a PaddleX run mode"),

@@ -169,7 +169,7 @@ def test_index_flow_and_sigkill_durability(servers, photos, tmp_path):
         objects = inferred["detectedObjects"]
         assert len(objects) >= 2  # CenterNet's horses (+ the whole image: always_add_whole_image)
         for detected in objects:
-            assert set(detected) == {"bbox", "recResults", "score"} and len(detected["bbox"]) == 4
+            assert set(detected) == {"bbox", "recResults", "score", "rejected"} and len(detected["bbox"]) == 4
             assert all(set(r) == {"label", "score"} for r in detected["recResults"])
         best = max(objects, key=lambda o: o["score"])
         assert best["score"] > 0.3 and best["recResults"][0]["label"] == "horse"

@@ -75,11 +75,12 @@ def test_result_shape_and_thresholds(whole_image_pipeline, built, opencv_photos,
     result = next(whole_image_pipeline.predict(str(opencv_photos / "aloeR.jpg"), index=built, rec_topk=3))
     assert list(result.json["res"]) == ["input_path", "boxes"]
     box = result["boxes"][0]
-    assert set(box) == {"labels", "rec_scores", "det_score", "coordinate"}
+    assert set(box) == {"labels", "rec_scores", "det_score", "coordinate", "rejected"} and box["rejected"] is False
     assert len(box["labels"]) == 3 and box["rec_scores"] == sorted(box["rec_scores"], reverse=True)
     assert box["det_score"] == 0.0 and box["coordinate"][:2] == [0.0, 0.0]  # whole-image box
     rejected = next(whole_image_pipeline.predict(str(opencv_photos / "aloeR.jpg"), index=built, rec_threshold=0.999))
     assert rejected["boxes"][0]["labels"] == [] and rejected["boxes"][0]["rec_scores"] == []
+    assert rejected["boxes"][0]["rejected"] is True
     json.dumps(rejected.json)  # a rejected box serialises
     assert rejected.save_to_img(tmp_path).is_file()
     # `topk` is accepted as PaddleX serving sends it

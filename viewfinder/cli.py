@@ -137,15 +137,20 @@ def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, sa
 @click.option("--det_threshold", type=float, default=None, help="PP-ShiTuV2: detection score threshold.")
 @click.option("--rec_threshold", type=float, default=None, help="PP-ShiTuV2: recognition score threshold.")
 @click.option("--rec_topk", type=int, default=None, help="PP-ShiTuV2: gallery matches per box.")
+@click.option("--single_mainbody", is_flag=True, help="PP-ShiTuV2: recognise only the best box of each image.")
+@click.option("--max_det_results", type=int, default=None,
+              help="PP-ShiTuV2: recognise at most this many detected boxes per image.")
+@click.option("--mainbody_order", type=click.Choice(["score", "area"]), default=None,
+              help="PP-ShiTuV2: the best box by detection score (default) or by area.")
 @click.option("--batch_size", type=int, default=None, help="Images per forward pass.")
 @click.option("--use_hpip", "--enable_hpi", "use_hpip", is_flag=True,
               help="High-performance inference (ONNX Runtime on CPU); --enable_hpi: PaddleX 3.0's config name.")
 @click.option("--hpi_config", default=None, help='With --use_hpip: PaddleX\'s hpi_config as JSON, e.g. '
                                                  '\'{"backend": "onnxruntime"}\'.')
 @click.option("--cpu_threads", type=int, default=None, help="CPU threads for inference.")
-@click.option("--precision", type=click.Choice(["fp32", "int8", "auto"], case_sensitive=False), default=None,
-              help="fp32 (default), int8 (ONNX Runtime on the CPU, checked against fp32) or auto (int8 on "
-                   "VNNI/AMX CPUs where it passed its check).")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "bf16", "auto"], case_sensitive=False), default=None,
+              help="fp32 (default), int8 (ONNX Runtime on the CPU), bf16 (OpenVINO, on AVX512-BF16/AMX CPUs), "
+                   "each checked against fp32, or auto (bf16, else int8 on VNNI/AMX CPUs, where it passed its check).")
 @click.option("--get_pipeline_config", default=None, metavar="NAME", help="Write a pipeline's default YAML.")
 @click.option("-c", "--config", "module_config", default=None, metavar="MODULE.yaml",
               help="Run a PaddleX module config (python main.py -c ...): Global.mode check_dataset, train, "
@@ -168,7 +173,7 @@ def _run_pipeline(pipeline: str, inputs: tuple[str, ...], device: str | None, sa
 def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], device: str | None,
         save_path: str | None, topk: int | None, threshold: str | None, index_dir: str | None,
         det_threshold: float | None, rec_threshold: float | None, rec_topk: int | None,
-        batch_size: int | None, use_hpip: bool, hpi_config: str | None,
+        single_mainbody: bool, max_det_results: int | None, mainbody_order: str | None, batch_size: int | None, use_hpip: bool, hpi_config: str | None,
         cpu_threads: int | None, precision: str | None, get_pipeline_config: str | None, config_save_path: str | None,
         module_config: str | None, overrides: tuple[str, ...], get_module_config: str | None, random_init: bool,
         **serve_options: Any) -> None:
@@ -211,7 +216,10 @@ def cli(ctx: click.Context, pipeline: str | None, inputs: tuple[str, ...], devic
     # keyed by flag name, which is the predict() parameter's name; an absent --use_hpip leaves the YAML's
     _run_pipeline(pipeline, inputs, device, save_path, use_hpip or None,
                   {"topk": topk, "threshold": threshold, "batch_size": batch_size, "index": index_dir,
-                   "det_threshold": det_threshold, "rec_threshold": rec_threshold, "rec_topk": rec_topk},
+                   "det_threshold": det_threshold, "rec_threshold": rec_threshold, "rec_topk": rec_topk,
+                   # an absent flag leaves the YAML's value (and is not "given" to other pipelines)
+                   "single_mainbody": single_mainbody or None, "max_det_results": max_det_results,
+                   "mainbody_order": mainbody_order},
                   create_kwargs)
 
 

@@ -221,7 +221,8 @@ class DetResult(BaseResult):
 
 
 class ShiTuResult(BaseResult):
-    """``{"input_path", "boxes": [{"labels", "rec_scores", "det_score", "coordinate"}]}``."""
+    """``{"input_path", "boxes": [{"labels", "rec_scores", "det_score", "coordinate", "rejected"}]}``
+    (``rejected``: the best match failed rec_threshold; labels and rec_scores are then empty)."""
 
     def _visualize(self) -> Image.Image:
         from .visualize import draw_boxes

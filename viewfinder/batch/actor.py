@@ -82,7 +82,9 @@ class PipelineActor:
 
     def _gallery_rows(self, paths: list[str], labels: list[str]) -> list[dict[str, Any]]:
         # the pipeline's own embed_gallery: the same decode and embedding as `viewfinder index build`
-        embedding = self.runner.embed_gallery(paths, labels, show_progress=False)
+        # crop "none": one feature per row (a crop mode may give several per image, or none); the
+        # index this makes records gallery_crop none, so a pipeline expecting crops warns at predict
+        embedding = self.runner.embed_gallery(paths, labels, show_progress=False, crop="none")
         model = json.dumps(embedding.feature_model, sort_keys=True)
         done = {meta["path"]: n for n, meta in enumerate(embedding.metadata)}
         notes = iter(embedding.skipped)  # one note per unreadable path, in order

@@ -17,6 +17,8 @@ import click
 from .guard import guarded
 
 PIPELINE_HELP = "PP-ShiTuV2 pipeline name or YAML (decides the recognition model)."
+CROP_HELP = ("How gallery images are cut before embedding: none (whole images, PaddleX), best (the best detected "
+             "box) or all (every detected box, an item each); recorded in the index.")
 LOCATION_HELP = ("Index location: a folder, milvus:///ABS/PATH/x.db?collection=NAME or "
                  "milvus://HOST:PORT?collection=NAME.")
 
@@ -34,7 +36,8 @@ def _pipeline(pipeline: str, device: str | None):
 def _report(runner, index, index_dir: str) -> None:
     for note in runner.last_report.skipped:
         click.echo(f"skipped: {note}", err=True)
-    click.echo(f"{runner.last_report.added} images added; index of {len(index)} items saved in {index_dir}")
+    # items, not images: with --crop all one image may give several
+    click.echo(f"{runner.last_report.added} items added; index of {len(index)} items saved in {index_dir}")
 
 
 def register(cli: click.Group) -> None:
@@ -63,16 +66,18 @@ def register(cli: click.Group) -> None:
     @click.option("--metric_type", default="IP", show_default=True, help="IP or L2.")
     @click.option("--pipeline", default="PP-ShiTuV2", show_default=True, help=PIPELINE_HELP)
     @click.option("--device", default=None)
+    @click.option("--crop", type=click.Choice(["none", "best", "all"]), default=None,
+                  help=CROP_HELP + " Default: the pipeline's gallery_crop (none).")
     @guarded
     def build(gallery: str, label_file: str | None, index_dir: str, index_type: str, metric_type: str,
-              pipeline: str, device: str | None) -> None:
+              pipeline: str, device: str | None, crop: str | None) -> None:
         """Embed a gallery and write a new index."""
         from ..retrieval import parse_location
 
         parse_location(index_dir)  # a malformed location fails before the models load
         runner = _pipeline(pipeline, device)
         index = runner.build_index(gallery, label_file or str(Path(gallery) / "gallery.txt"),
-                                   metric_type=metric_type, index_type=index_type, index_dir=index_dir)
+                                   metric_type=metric_type, index_type=index_type, index_dir=index_dir, crop=crop)
         _report(runner, index, index_dir)
 
     @index_group.command("append")
@@ -83,9 +88,11 @@ def register(cli: click.Group) -> None:
                   help="Optional check: the index's type (Flat, IVF, HNSW32); another is an error.")
     @click.option("--pipeline", default="PP-ShiTuV2", show_default=True, help=PIPELINE_HELP)
     @click.option("--device", default=None)
+    @click.option("--crop", type=click.Choice(["none", "best", "all"]), default=None,
+                  help=CROP_HELP + " Default: the index's own; another is an error.")
     @guarded
     def append(gallery: str, label_file: str | None, index_dir: str, index_type: str | None, pipeline: str,
-               device: str | None) -> None:
+               device: str | None, crop: str | None) -> None:
         """Add gallery images to an existing index (it keeps its type and metric)."""
         from ..retrieval import parse_location, update_gallery
 
@@ -93,7 +100,7 @@ def register(cli: click.Group) -> None:
         runner = _pipeline(pipeline, device)
         labels = label_file or str(Path(gallery) / "gallery.txt")
         _, index = update_gallery(index_dir, lambda target: runner.append_index(gallery, labels, target,
-                                                                                 index_type=index_type))
+                                                                                 index_type=index_type, crop=crop))
         _report(runner, index, index_dir)
 
     @index_group.command("remove")

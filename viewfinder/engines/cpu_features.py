@@ -58,7 +58,25 @@ def int8_kernel_class() -> str:
     return "avx2" if "avx2" in cpu_flags() else platform.machine().lower() or "other"
 
 
+#: /proc/cpuinfo flags for native bfloat16 arithmetic (OpenVINO's bf16 kernels), best first
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def bf16_arithmetic() -> str | None:
+    """The flag that makes bf16 inference pay here (``amx_bf16``, ``avx512_bf16``), or None.
+    Without one, OpenVINO would emulate bf16 or quietly compute in fp32."""
+    flags = cpu_flags()
+    return next((flag for flag in BF16_FLAGS if flag in flags), None)
+
+
+def bf16_kernel_class() -> str:
+    """Which bf16 kernels run here; bf16 check results are kept per class (AMX and AVX512-BF16
+    round and accumulate differently)."""
+    return {"amx_bf16": "amx", "avx512_bf16": "avx512bf16"}.get(bf16_arithmetic() or "", "none")
+
+
 def describe() -> str:
-    """One line for benchmark headers: the CPU model and its int8 dot-product support."""
+    """One line for benchmark headers: the CPU model, its int8 dot-product and bf16 support."""
     found = int8_dot_product()
-    return f"{cpu_model()}; int8 dot product: {found or 'none (no VNNI/AMX)'}"
+    return (f"{cpu_model()}; int8 dot product: {found or 'none (no VNNI/AMX)'}; "
+            f"bf16: {bf16_arithmetic() or 'none (no AVX512-BF16/AMX)'}")

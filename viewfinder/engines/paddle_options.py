@@ -33,7 +33,8 @@ _RUN_MODE_REFUSALS = {
     "trt_fp32": "viewfinder has no TensorRT engine; on a GPU use run_mode 'paddle' (torch) or 'paddle_fp16'",
     "trt_fp16": "viewfinder has no TensorRT engine; use run_mode 'paddle_fp16' (torch with fp16 autocast on CUDA)",
     "trt_int8": "viewfinder has no TensorRT engine and no int8 inference; use run_mode 'paddle' or 'paddle_fp16'",
-    "mkldnn_bf16": "viewfinder has no bf16 CPU inference; use run_mode 'mkldnn' (ONNX Runtime, float32)",
+    "mkldnn_bf16": "viewfinder runs bf16 on the CPU through precision='bf16' (OpenVINO, checked against fp32; "
+                   "--precision bf16, or precision: bf16 in the YAML), with run_mode 'mkldnn' or none",
 }
 #: hpi_config.backend -> engine
 _HPI_BACKENDS = {"onnxruntime": "onnxruntime", "paddle": "torch"}

@@ -84,8 +84,8 @@ def create_model(
     set_cpu_threads(cpu_threads)
     precision = normalize_precision(precision)
     check_int8_request(precision, normalize_engine(engine), torch_device)
-    if precision == "int8" and normalize_engine(engine) == "auto":
-        engine = "onnxruntime"  # int8 exists on ONNX Runtime only (auto would pick torch for random weights)
+    if precision in ("int8", "bf16") and normalize_engine(engine) == "auto":
+        engine = "onnxruntime"  # both start from the ONNX export (auto would pick torch for random weights)
     network = load_network(model_name, model_dir, weights, pretrained)
     spec = network.spec
 

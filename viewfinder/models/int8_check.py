@@ -92,7 +92,8 @@ def check_detector(fp32: DetectionPredictor, int8: DetectionPredictor, images: S
                "iou": BOX_IOU, "threshold": fp32.resolve_params({})["threshold"]}
     ok = share >= BOX_MATCHED
     summary = (f"boxes matched at IoU >= {BOX_IOU} with the same label: {100 * share:.1f} % "
-               f"({matched} of {total}; fp32 {figures['fp32_boxes']}, int8 {figures['int8_boxes']} boxes) on "
+               f"({matched} of {total}; fp32 {figures['fp32_boxes']}, {getattr(int8, 'precision', 'int8')} "
+               f"{figures['int8_boxes']} boxes) on "
                f"{len(images)} photos, {'>=' if ok else '<'} {100 * BOX_MATCHED:.0f} %")
     return CheckResult(ok, summary, figures)
 

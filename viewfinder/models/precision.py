@@ -1,11 +1,14 @@
-"""``precision``: run a model in fp32, int8 or whichever pays here (``auto``). Issue 30.
+"""``precision``: run a model in fp32, int8, bf16 or whichever pays here (``auto``). Issue 30.
 
 * ``fp32`` (the default): the validated fp32 export.
 * ``int8``: the ONNX export statically quantised (:mod:`viewfinder.engines.quantize`),
   calibrated on photos, then checked against fp32 on photos not used for calibration
   (:mod:`.int8_check`). A model that fails the check runs fp32, with a warning. int8 runs on
   ONNX Runtime on the CPU only: asking for it with ``engine="torch"`` or on a GPU is an error.
-* ``auto``: int8 only on CPUs with 8-bit dot-product instructions (VNNI, AMX;
+* ``bf16``: the ONNX export run by OpenVINO in bfloat16 (:mod:`.bf16`), on CPUs with bf16
+  arithmetic (AVX512-BF16, AMX), checked against fp32 like int8; fp32 with a warning otherwise.
+* ``auto``: bf16 where the CPU has bf16 arithmetic, OpenVINO is installed and the check passes;
+  else int8 only on CPUs with 8-bit dot-product instructions (VNNI, AMX;
   :mod:`viewfinder.engines.cpu_features`), on ONNX Runtime, with calibration photos at hand,
   and only for a model whose int8 version passed the check; fp32 otherwise.
 
@@ -34,19 +37,27 @@ from ..engines.quantize import Calibration, QuantSettings, load_or_quantize
 from ..errors import ConfigError, EngineError, ExportError, ViewfinderError
 from ..io import IMAGE_EXTENSIONS, DecodedImage, decode_image
 from ..paths import viewfinder_home
+from .bf16 import UNVALIDATED_ENV, apply_bf16
 from .int8_check import CheckResult, check_for
 from .predictor import BasePredictor
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8", "auto")
+PRECISIONS = ("fp32", "int8", "bf16", "auto")
 PRECISION_ENV = "VIEWFINDER_PRECISION"
 CALIBRATION_ENV = "VIEWFINDER_CALIBRATION"
-#: "1": keep int8 even when the check fails (speed runs with random weights only; logged)
-UNVALIDATED_ENV = "VIEWFINDER_INT8_UNVALIDATED"
 MAX_CALIBRATION = 32
 MIN_CALIBRATION = 4
 MIN_VALIDATION = 2
+
+#: the quantisation recipe every model gets (docs/performance.md, issue 30: measured on the real
+#: MobileNetV2 and CenterNet): the pointwise and heavy convolutions in int8; the first, the depthwise,
+#: the early (full and half input resolution), the pooled (squeeze-excite) and the last convolutions
+#: in float; activation ranges
+#: from the mean of each photo's min/max (MinMax's extremes, set by one photo's outliers, waste
+#: most of the 8 bits on values that hardly occur: MobileNetV2's feature cosine 0.958 -> 0.988)
+DEFAULT_QUANT = QuantSettings(keep_float=("first", "depthwise", "early", "last", "pooled"),
+                              extra_options=(("CalibMovingAverage", True),))
 
 Rebuild = Callable[[Any, str, "dict[str, Any] | None"], BasePredictor]
 
@@ -55,7 +66,7 @@ def normalize_precision(precision: str | None) -> str:
     """``precision`` (None: ``$VIEWFINDER_PRECISION`` or "fp32") checked; "float32" and "fp32" alike."""
     value = precision if precision is not None else (os.environ.get(PRECISION_ENV) or "fp32")
     name = str(value).strip().lower()
-    name = {"float32": "fp32", "float": "fp32", "int8_static": "int8"}.get(name, name)
+    name = {"float32": "fp32", "float": "fp32", "int8_static": "int8", "bfloat16": "bf16"}.get(name, name)
     if name not in PRECISIONS:
         raise ConfigError(f"unknown precision {value!r}; use one of {', '.join(PRECISIONS)}")
     return name
@@ -137,23 +148,35 @@ def _int8_refusal(predictor: BasePredictor) -> tuple[str, str] | None:
 
 
 def check_int8_request(precision: str, engine: str, device: Any) -> None:
-    """Refuse ``precision="int8"`` up front where it cannot run: the torch engine, a GPU."""
-    if precision != "int8":
+    """Refuse ``precision="int8"`` or ``"bf16"`` up front where it cannot run: the torch engine, a GPU
+    (both start from the model's ONNX export)."""
+    if precision not in ("int8", "bf16"):
         return
     if engine == "torch":
-        raise ConfigError("precision 'int8' runs on ONNX Runtime: use engine 'onnxruntime' or 'auto' "
-                          f"(engine 'torch' was asked for{', by $VIEWFINDER_ENGINE' if os.environ.get('VIEWFINDER_ENGINE') else ''})")
+        raise ConfigError(f"precision '{precision}' starts from the model's ONNX export: use engine 'onnxruntime' or "
+                          f"'auto' (engine 'torch' was asked for"
+                          f"{', by $VIEWFINDER_ENGINE' if os.environ.get('VIEWFINDER_ENGINE') else ''})")
     if getattr(device, "type", "cpu") != "cpu":
-        raise ConfigError(f"precision 'int8' runs on the CPU only; device {device} runs fp32 (or use fp16 on the GPU)")
+        raise ConfigError(f"precision '{precision}' runs on the CPU only; device {device} runs fp32 "
+                          "(or use fp16 on the GPU)")
 
 
 def apply_precision(predictor: BasePredictor, precision: str | None, calibration: Any, rebuild: Rebuild,
-                    quant: QuantSettings = QuantSettings()) -> BasePredictor:
+                    quant: QuantSettings | None = None) -> BasePredictor:
     """``predictor`` (fp32) or its int8 twin, as ``precision`` asks; ``rebuild(engine, precision, check)``
     makes a predictor like ``predictor`` over another engine."""
     precision = normalize_precision(precision)
     if precision == "fp32":
         return predictor
+    if precision in ("bf16", "auto"):
+        photos = split_photos(calibration)
+        chosen = apply_bf16(predictor, precision, photos and photos.validation, photos.calibration if photos else (),
+                            lambda files: list(_decode(predictor, files)),
+                            lambda: calibration_for(predictor, photos.validation + photos.calibration).digest,
+                            _check_key(predictor), rebuild)
+        if chosen is not None:
+            return chosen
+    quant = quant or DEFAULT_QUANT
     name = predictor.model_name
     refusal = _int8_refusal(predictor)
     if precision == "auto":

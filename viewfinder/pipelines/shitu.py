@@ -13,10 +13,16 @@ Differences from PaddleX, on purpose:
 
 Synthetic whole-image boxes have ``det_score`` 0.0. Without any detection (PaddleX) the
 whole image is used, so every input yields at least one box.
+
+Ours too: ``gallery_crop`` (``build_index(crop=...)``) embeds gallery images as detected crops,
+as queries are, and the index records it; ``single_mainbody`` / ``max_det_results`` keep only
+the best box(es) of a query (``mainbody_order``: by detection score or area); every box says
+``rejected`` (True when its best match failed ``rec_threshold``).
 """
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +43,7 @@ from .base import BasePipeline
 from .config import default_config, submodule
 from .gallery import read_gallery_file, read_id_file
 from .index_forms import check_same_kind, gallery_arguments, ids_for_gallery_labels, index_argument
+from .mainbody import BoxChoice, check_gallery_crop, gallery_boxes, recorded_gallery_crop
 from .overlap import ReadAhead
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,16 @@ class GalleryEmbedding:
     feature_model: dict[str, Any]
     #: the ids ``append_embedding`` gave these features (None before)
     ids: np.ndarray | None = None
+    #: how the gallery images were cut before embedding (none, best, all; see pipelines/mainbody.py)
+    gallery_crop: str = "none"
+    #: per feature, the position of its image among the images given (with crop "all" an image
+    #: may give several features, a skipped one none); None: one feature per kept image, in order
+    positions: list[int] | None = None
+
+    def index_record(self) -> dict[str, Any]:
+        """What an index built from these features records (``IndexData.feature_model``): the feature
+        model and the crop mode, which ``append_embedding`` and ``predict`` check."""
+        return {**self.feature_model, "gallery_crop": self.gallery_crop}
 
 
 def index_from_embedding(embedding: GalleryEmbedding, metric_type: str = "IP", index_type: str = "HNSW32",
@@ -83,7 +100,7 @@ def index_from_embedding(embedding: GalleryEmbedding, metric_type: str = "IP", i
 
     index = IndexData.build(embedding.features, embedding.labels, index_type=index_type, metric_type=metric_type,
                             metadata=embedding.metadata, **index_params)
-    index.feature_model = dict(embedding.feature_model)
+    index.feature_model = embedding.index_record()
     return index
 
 
@@ -107,6 +124,24 @@ def _offsets(groups: list[list[Any]]) -> list[int]:
     return starts
 
 
+#: ``dedup_threshold: auto`` with ``always_add_whole_image``: the whole-image box repeats the label of
+#: a crop that fills much of the photo; IoU 0.3 drops those repeats and keeps distinct objects
+#: (benchmarks/dedup_boxes.py: 12 -> 6 overlapping repeats, 0.05 would also drop touching horses)
+AUTO_DEDUP_IOU = 0.3
+
+
+def _dedup_threshold(value: Any, whole_image: bool) -> float | None:
+    """The configured dedup IoU; ``auto``: AUTO_DEDUP_IOU when the whole image is added, else none
+    (without it dedup measured no change: the detector's own NMS already parts the boxes)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return AUTO_DEDUP_IOU if whole_image else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"dedup_threshold must be an IoU between 0 and 1, auto or null, got {value!r}")
+    return float(value)
+
+
 def _first_given(*values: Any) -> Any:
     """The first value that is not None (a predict() keyword, then the config's value)."""
     return next((value for value in values if value is not None), None)
@@ -114,7 +149,8 @@ def _first_given(*values: Any) -> Any:
 
 class ShiTuV2Pipeline(BasePipeline):
     name = "PP-ShiTuV2"
-    predict_params = ("index", "index_dir", "det_threshold", "rec_threshold", "rec_topk", "topk", "hamming_radius")
+    predict_params = ("index", "index_dir", "det_threshold", "rec_threshold", "rec_topk", "topk", "hamming_radius",
+                      "single_mainbody", "max_det_results", "mainbody_order")
     create_params = ("index", "index_dir")
 
     def __init__(self, config: dict[str, Any], **kwargs: Any) -> None:
@@ -126,7 +162,12 @@ class ShiTuV2Pipeline(BasePipeline):
         self.rec_topk = config.get("rec_topk", shipped["rec_topk"])
         self.always_add_whole_image = bool(config.get("always_add_whole_image",
                                                       shipped["always_add_whole_image"]))
-        self.dedup_threshold = config.get("dedup_threshold")
+        self.dedup_threshold = _dedup_threshold(config.get("dedup_threshold", shipped.get("dedup_threshold")),
+                                                self.always_add_whole_image)
+        self.gallery_crop = check_gallery_crop(config.get("gallery_crop", shipped.get("gallery_crop")))
+        # single_mainbody / max_det_results / mainbody_order: the YAML's, which predict() may override
+        self._mainbody = (config.get("single_mainbody"), config.get("max_det_results"), config.get("mainbody_order"))
+        self.box_choice = BoxChoice.from_params(*self._mainbody)
         configured = _index_argument(None if _is_none(config.get("index")) else config["index"],
                                      None if _is_none(config.get("index_dir")) else config["index_dir"],
                                      "pipeline config")
@@ -141,9 +182,13 @@ class ShiTuV2Pipeline(BasePipeline):
         modules = config.get("SubModules") or {}
         self.detector = None if "Detection" in modules and modules["Detection"] is None \
             else self._create_detector(submodule(config, "Detection"))
+        if self.detector is None and self.gallery_crop != "none":
+            raise ConfigError(f"gallery_crop: {self.gallery_crop} needs a mainbody detector (SubModules.Detection "
+                              "is null)")
         self.recognizer: FeaturePredictor = self._create_submodel(submodule(config, "Recognition"), task=FEATURE_TASK)
         self.last_report = GalleryReport()
         self._galleries: dict[str, Any] = {}  # Milvus location -> its opened gallery
+        self._crop_warned: weakref.WeakSet = weakref.WeakSet()  # indexes warned about a gallery_crop mismatch
 
     # ------------------------------------------------------------------ models
     def _create_detector(self, entry: dict[str, Any]) -> BasePredictor:
@@ -228,6 +273,24 @@ class ShiTuV2Pipeline(BasePipeline):
 
         check_feature_model(index, self._feature_model())
 
+    def _warn_crop_mismatch(self, index: Any) -> None:
+        """Warn (once per index object) when the gallery was cut otherwise than this pipeline says
+        galleries are (``gallery_crop``): scores then compare crops with whole photos, or the reverse."""
+        recorded = recorded_gallery_crop(index)
+        if recorded == self.gallery_crop:
+            return
+        try:
+            if index in self._crop_warned:
+                return
+            self._crop_warned.add(index)
+        except TypeError:  # not weak-referenceable: warn every time
+            pass
+        log.warning("the index's gallery was embedded with gallery_crop=%s but this pipeline's gallery_crop is %s: "
+                    "query crops are compared with gallery images cut another way, so scores are lower and "
+                    "matches less reliable; rebuild the index with crop=%s (viewfinder index build --crop %s) "
+                    "or set gallery_crop: %s", recorded, self.gallery_crop, self.gallery_crop, self.gallery_crop,
+                    recorded)
+
     def _gallery(self, gallery_imgs: Any, gallery_label: Any) -> tuple[list[Any], list[str], list[str | None], list[str]]:
         """Normalise both PaddleX calling forms to (sources, labels, paths, skipped notes)."""
         if isinstance(gallery_imgs, (str, Path)) and Path(gallery_imgs).is_dir():
@@ -250,13 +313,15 @@ class ShiTuV2Pipeline(BasePipeline):
         return list(gallery_imgs), labels, paths, []
 
     def _embed_gallery(self, sources: list[Any], labels: list[str], paths: list[str | None],
-                       skipped: list[str], show_progress: bool) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+                       skipped: list[str], show_progress: bool) -> tuple[np.ndarray, list[str], list[dict[str, Any]],
+                                                                           list[int]]:
         from tqdm import tqdm
 
         batch = max(1, self.recognizer.batch_size)
         features: list[np.ndarray] = []
         kept_labels: list[str] = []
         metadata: list[dict[str, Any]] = []
+        positions: list[int] = []
         with tqdm(total=len(sources), desc="embedding gallery", unit="img", disable=not show_progress) as bar:
             for start in range(0, len(sources), batch):
                 decoded: list[DecodedImage] = []
@@ -270,18 +335,79 @@ class ShiTuV2Pipeline(BasePipeline):
                         continue
                     kept_labels.append(labels[position])
                     metadata.append({"path": paths[position]} if paths[position] else {})
+                    positions.append(position)
                 if decoded:
                     features.append(self.recognizer.embed(decoded))
                 bar.update(min(batch, len(sources) - start))
+        return self._gallery_done(features, kept_labels, metadata, positions, skipped)
+
+    @staticmethod
+    def _gallery_done(features: list[np.ndarray], labels: list[str], metadata: list[dict[str, Any]],
+                      positions: list[int], skipped: list[str]
+                      ) -> tuple[np.ndarray, list[str], list[dict[str, Any]], list[int]]:
         for note in skipped:
             log.warning("gallery: skipped %s", note)
         if not features:
             raise InputError(f"no gallery image could be read ({len(skipped)} skipped: {'; '.join(skipped[:3])})")
-        return np.concatenate(features), kept_labels, metadata
+        return np.concatenate(features), labels, metadata, positions
+
+    def _embed_gallery_crops(self, sources: list[Any], labels: list[str], paths: list[str | None],
+                             skipped: list[str], show_progress: bool, crop: str
+                             ) -> tuple[np.ndarray, list[str], list[dict[str, Any]], list[int]]:
+        """Gallery images detected as queries are (the pipeline's detector, det_threshold, decoding)
+        and embedded as the crop(s) ``crop`` chooses; an image without a detection as a whole.
+
+        Each feature's metadata keeps the box (``box``, ``det_score``) it was cut from."""
+        from tqdm import tqdm
+
+        assert self.detector is not None  # __init__ refuses gallery_crop without a detector
+        # Each source must be one image (a folder would expand to many and break the position map).
+        usable: list[int] = []
+        for position, source in enumerate(sources):
+            if isinstance(source, (str, Path)) and Path(str(source)).is_dir():
+                skipped.append(f"{source}: a folder, not an image")
+            elif isinstance(source, (list, tuple, dict)):
+                skipped.append(f"image {position}: a {type(source).__name__}, not an image")
+            else:
+                usable.append(position)
+        batch = max(1, self.recognizer.batch_size)
+        features: list[np.ndarray] = []
+        kept_labels: list[str] = []
+        metadata: list[dict[str, Any]] = []
+        positions: list[int] = []
+        crops: list[np.ndarray] = []
+        stream = self.detector.detect([sources[p] for p in usable], threshold=float(self.det_threshold))
+        with tqdm(total=len(usable), desc="embedding gallery", unit="img", disable=not show_progress) as bar, \
+                ReadAhead(stream, depth=DETECT_AHEAD, name="viewfinder-gallery-detect") as ahead:
+            detected_images = (found for group in ahead.groups(limit=batch) for found in group)
+            for position, found in zip(usable, detected_images):
+                bar.update(1)
+                if isinstance(found, ErrorResult):
+                    error = found.get("error")
+                    skipped.append(str(error) if paths[position] else f"image {position}: {error}")
+                    continue
+                width, height = found.image.original_size
+                detected = [(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes]
+                chosen = gallery_boxes(detected, crop)
+                cut = chosen or [([0.0, 0.0, float(width), float(height)], 0.0)]
+                crops.extend(self._crops(found.image, [coordinate for coordinate, _ in cut]))
+                for coordinate, det_score in cut:
+                    entry: dict[str, Any] = {"path": paths[position]} if paths[position] else {}
+                    if chosen:  # the whole image needs no box
+                        entry.update(box=[round(c, 3) for c in coordinate], det_score=round(det_score, 5))
+                    metadata.append(entry)
+                    kept_labels.append(labels[position])
+                    positions.append(position)
+                if len(crops) >= batch:
+                    features.append(self.recognizer.embed(crops))
+                    crops = []
+        if crops:
+            features.append(self.recognizer.embed(crops))
+        return self._gallery_done(features, kept_labels, metadata, positions, skipped)
 
     def build_index(self, gallery_imgs: Any = None, gallery_label: Any = None, metric_type: str = "IP",
                     index_type: str = "HNSW32", *, data_root: Any = None, index_dir: Any = None,
-                    show_progress: bool = True, **index_params: Any):
+                    show_progress: bool = True, crop: str | None = None, **index_params: Any):
         """Embed a gallery and index it; returns the :class:`~viewfinder.IndexData` (``.save(dir)`` it),
         or with a Milvus ``index_dir`` the gallery written there.
 
@@ -292,6 +418,10 @@ class ShiTuV2Pipeline(BasePipeline):
         ``build_index(data_root=folder, index_dir=out, index_type=...)`` reading ``folder/gallery.txt``
         and saving into ``index_dir`` (a folder or a Milvus location). Unreadable images are skipped
         and listed in ``self.last_report``.
+
+        ``crop`` (ours; default the config's ``gallery_crop``, ``none`` as PaddleX): ``none`` embeds
+        whole images, ``best`` the highest-scored detected box, ``all`` every detected box as an entry
+        of its own; the index records it (``feature_model["gallery_crop"]``).
         """
         from ..retrieval import is_milvus, parse_location, write_gallery
 
@@ -308,7 +438,8 @@ class ShiTuV2Pipeline(BasePipeline):
         if into_milvus and index_params:
             raise ConfigError(f"{sorted(index_params)}: faiss index parameters; a Milvus gallery is built with "
                               "the defaults (HNSW M=32, efConstruction=80; IVF nlist from the size)")
-        embedding = self.embed_gallery(gallery_imgs, gallery_label, show_progress)
+        crop = check_gallery_crop(self.gallery_crop if crop is None else crop, "crop")
+        embedding = self.embed_gallery(gallery_imgs, gallery_label, show_progress, crop=crop)
         # For Milvus the in-memory index only carries the items there (Flat: no faiss graph built for nothing).
         index = index_from_embedding(embedding, metric_type, "Flat" if into_milvus else index_type,
                                      **({} if into_milvus else index_params))
@@ -321,13 +452,15 @@ class ShiTuV2Pipeline(BasePipeline):
 
     def append_index(self, gallery_imgs: Any = None, gallery_label: Any = None, index: Any = None,
                      show_progress: bool = True, *, data_root: Any = None, index_dir: Any = None,
-                     index_type: str | None = None, metric_type: str | None = None):
+                     index_type: str | None = None, metric_type: str | None = None, crop: str | None = None):
         """Add images to ``index`` (an IndexData, folder or Milvus location); type and metric come from the index.
 
         PaddleX 3.0's form ``append_index(data_root=folder, index_dir=dir)`` reads
         ``folder/gallery.txt`` and saves the grown index back into ``dir``. An ``index_type`` or
         ``metric_type`` other than the index's own is an error (PaddleX PR #2490).
         A folder's index is loaded and changed in memory (``.save`` it); a Milvus gallery is changed in place.
+        ``crop`` (ours): how to cut the new images; default the index's own (its ``gallery_crop``
+        record); another mode than the index's is refused (a gallery of mixed crops scores unevenly).
         """
         from ..retrieval import is_milvus
 
@@ -338,16 +471,41 @@ class ShiTuV2Pipeline(BasePipeline):
         target = self._load_index(source)
         check_same_kind(target, index_type, metric_type, "append_index")
         self._check_index(target)  # before the slow part
-        target = self.append_embedding(self.embed_gallery(gallery_imgs, gallery_label, show_progress), target)
+        crop = self._append_crop(target, crop)
+        target = self.append_embedding(self.embed_gallery(gallery_imgs, gallery_label, show_progress, crop=crop),
+                                       target)
         if save_to is not None:
             target.save(save_to)
         return target
 
-    def embed_gallery(self, gallery_imgs: Any, gallery_label: Any, show_progress: bool = True) -> GalleryEmbedding:
-        """Embed gallery images (any form ``append_index`` takes) without touching an index."""
+    def embed_gallery(self, gallery_imgs: Any, gallery_label: Any, show_progress: bool = True, *,
+                      crop: str | None = None) -> GalleryEmbedding:
+        """Embed gallery images (any form ``append_index`` takes) without touching an index;
+        ``crop``: none, best or all (default the config's ``gallery_crop``)."""
+        crop = check_gallery_crop(self.gallery_crop if crop is None else crop, "crop")
+        if crop != "none" and self.detector is None:
+            raise ConfigError(f"crop {crop} needs a mainbody detector; this pipeline has none (Detection: null)")
         sources, labels, paths, skipped = self._gallery(gallery_imgs, gallery_label)
-        features, kept, metadata = self._embed_gallery(sources, labels, paths, skipped, show_progress)
-        return GalleryEmbedding(features, kept, metadata, skipped, self._feature_model())
+        if crop == "none":
+            features, kept, metadata, positions = self._embed_gallery(sources, labels, paths, skipped, show_progress)
+        else:
+            features, kept, metadata, positions = self._embed_gallery_crops(sources, labels, paths, skipped,
+                                                                            show_progress, crop)
+        return GalleryEmbedding(features, kept, metadata, skipped, self._feature_model(), gallery_crop=crop,
+                                positions=positions)
+
+    @staticmethod
+    def _append_crop(index: Any, crop: str | None) -> str:
+        """The crop mode for images added to ``index``: its own; another one asked for is refused."""
+        recorded = recorded_gallery_crop(index)
+        if crop is None:
+            return recorded
+        crop = check_gallery_crop(crop, "crop")
+        if crop != recorded:
+            raise ConfigError(f"the index's gallery was embedded with gallery_crop={recorded} but these images would "
+                              f"be embedded with crop={crop}: one index must not mix them (scores would not compare); "
+                              f"append with crop={recorded}, or build a new index with crop={crop}")
+        return crop
 
     def append_embedding(self, embedding: GalleryEmbedding, index: Any):
         """Add an :meth:`embed_gallery` result to ``index`` (an IndexData, folder or Milvus location);
@@ -357,6 +515,7 @@ class ShiTuV2Pipeline(BasePipeline):
                               f"pipeline's {self.recognizer.model_name}: embed them with this pipeline")
         target = self._load_index(index)
         self._check_index(target)
+        self._append_crop(target, embedding.gallery_crop)
         embedding.ids = target.append(embedding.features, embedding.labels, metadata=embedding.metadata)
         self.last_report = GalleryReport(added=len(embedding.labels), skipped=list(embedding.skipped))
         return target
@@ -430,7 +589,9 @@ class ShiTuV2Pipeline(BasePipeline):
         ``index`` (an IndexData, index folder or Milvus location; PaddleX 3.0's ``index_dir`` is accepted
         for it), ``det_threshold``, ``rec_threshold`` and ``rec_topk`` (``topk`` is accepted for it)
         override the config's values; ``hamming_radius`` (PaddleX's, for binary indexes) is
-        accepted and not used.
+        accepted and not used. ``single_mainbody=True`` (one box per image) or ``max_det_results=N``
+        recognise only the best detected box(es), by detection score or, with ``mainbody_order="area"``,
+        by area (given here they replace the config's pair).
         """
         self.check_predict_params(params)
         index = _index_argument(params.get("index"), params.get("index_dir"), "predict()")
@@ -438,9 +599,14 @@ class ShiTuV2Pipeline(BasePipeline):
         rec = _first_given(params.get("rec_threshold"), self.rec_threshold)
         k = _first_given(params.get("rec_topk"), params.get("topk"), self.rec_topk)
         self._check_numbers(det, rec, k)
+        single, limit = params.get("single_mainbody"), params.get("max_det_results")
+        if single is None and limit is None:
+            single, limit = self._mainbody[:2]
+        choice = BoxChoice.from_params(single, limit, _first_given(params.get("mainbody_order"), self._mainbody[2]))
         gallery = self._load_index(_first_given(index, self._default_index))
         self._check_index(gallery)
-        return self._predict(input, gallery, float(det), float(rec), int(k))
+        self._warn_crop_mismatch(gallery)
+        return self._predict(input, gallery, float(det), float(rec), int(k), choice)
 
     def decode_input(self, source: Any) -> DecodedImage:
         """One input decoded as ``predict()`` decodes it: at the reduced JPEG scale the first model
@@ -463,25 +629,26 @@ class ShiTuV2Pipeline(BasePipeline):
                 log.warning("skipping %s", exc)
                 yield ErrorResult({"input_path": item.input_path, "error": str(exc)})
 
-    def _predict(self, input: Any, gallery: Any, det: float, rec: float, k: int) -> Iterator[BaseResult]:
+    def _predict(self, input: Any, gallery: Any, det: float, rec: float, k: int,
+                 choice: BoxChoice = BoxChoice()) -> Iterator[BaseResult]:
         # Detection (decoding ahead in its own pool) runs in a thread of its own, one image or two
         # ahead, while this thread crops, embeds and searches: the networks overlap instead of taking
         # turns, and the crops of every image detected meanwhile go to the recogniser in one call.
         stream = self.detector.detect(input, threshold=det) if self.detector else self._whole_images(input)
         with ReadAhead(stream, depth=DETECT_AHEAD, name="viewfinder-shitu-detect") as ahead:
             for group in ahead.groups(limit=max(1, self.recognizer.batch_size)):
-                yield from self._recognise(group, gallery, rec, k)
+                yield from self._recognise(group, gallery, rec, k, choice)
 
     def _recognise(self, group: list[Detections | ErrorResult], gallery: Any, rec: float,
-                   k: int) -> list[BaseResult]:
+                   k: int, choice: BoxChoice = BoxChoice()) -> list[BaseResult]:
         """Crops of every image in ``group`` embedded in one recogniser call and searched in one query."""
         detected = [d for d in group if isinstance(d, Detections)]
         boxes_per_image: list[list[tuple[list[float], float]]] = []
         crops: list[np.ndarray] = []
         for found in detected:
             width, height = found.image.original_size
-            boxes = [(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes]
-            if not boxes or self.always_add_whole_image:
+            boxes = choice.apply([(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes])
+            if not boxes or (self.always_add_whole_image and not choice.single):
                 boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
             boxes_per_image.append(boxes)
             crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
@@ -506,6 +673,8 @@ class ShiTuV2Pipeline(BasePipeline):
                 "rec_scores": [round(float(s), 5) for s in row_scores[valid]] if accepted else [],
                 "det_score": round(det_score, 5),
                 "coordinate": [round(c, 3) for c in coordinate],
+                # explicit, so a reader need not infer it from empty lists (the service says it too)
+                "rejected": not accepted,
             })
         if self.dedup_threshold is not None:
             entries = self._dedup(entries, float(self.dedup_threshold), gallery.higher_is_better)

@@ -148,8 +148,11 @@ class RecResult(BaseModel):
 
 class DetectedObject(BaseModel):
     bbox: list[float]
-    recResults: list[RecResult]
-    score: float
+    recResults: list[RecResult] = Field(description="gallery matches, best first (IP: cosine similarity, higher "
+                                                    "is better; L2: squared distance, lower is better); empty when "
+                                                    "the box is rejected")
+    score: float = Field(description="detection score; 0.0 for the whole-image box")
+    rejected: bool = Field(description="true when the best match failed recThreshold (recResults is then empty)")
 
 
 class ShiTuInferResult(BaseModel):
@@ -194,11 +197,19 @@ class DeleteIndexResult(BaseModel):
 
 
 # ----------------------------------------------------------------------- requests
+GALLERY_CROPS = ("none", "best", "all")
+_CROP_HELP = ("How gallery images are cut before embedding: none (the whole image), best (the best detected box; "
+              "the whole image when nothing is detected) or all (every detected box, each an item of its own); "
+              "a pipeline without a detector offers none only.")
+
 @cache
 def request_models(max_topk: int = ServingConfig.max_topk,
-                   max_label_length: int = ServingConfig.max_label_length) -> SimpleNamespace:
+                   max_label_length: int = ServingConfig.max_label_length,
+                   gallery_crops: tuple[str, ...] = GALLERY_CROPS) -> SimpleNamespace:
     """The request models for a service whose ``Serving.max_topk`` and ``Serving.max_label_length``
-    are these (one set per distinct pair, made once)."""
+    are these, and whose pipeline can cut gallery images these ways (one set per distinct
+    combination, made once)."""
+    GalleryCrop = Literal[gallery_crops]  # type: ignore[valid-type]  # what this pipeline can do
     TopK = Optional[Annotated[int, Field(gt=0, le=max_topk), BeforeValidator(_json_number)]]
     Label = Annotated[str, Field(max_length=max_label_length, json_schema_extra={"pattern": LABEL_PATTERN},
                                  description="the class or item name (no control characters or line "
@@ -237,11 +248,15 @@ def request_models(max_topk: int = ServingConfig.max_topk,
             None, description="Query expansion: each query is averaged with this many nearest gallery items "
                               "(weights score**3) and searched again; 0 = off. Default: the config's index_options")
         imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
+        crop: Optional[GalleryCrop] = Field(None, description=_CROP_HELP + " Default: the pipeline's gallery_crop "
+                                                                          "(none, as PaddleX).")
 
     class AddImagesToIndexRequest(_Body):
         imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
         indexKey: IndexKey
         changedOnly: StrictBool = _CHANGED_ONLY
+        crop: Optional[GalleryCrop] = Field(None, description=_CROP_HELP + " Default: the index's own; another "
+                                                                          "mode than the index's is refused (400).")
 
     class RemoveImagesFromIndexRequest(_Body):
         ids: Annotated[list[Annotated[int, Field(ge=0, le=ID_MAX), BeforeValidator(_json_number)]],
@@ -260,6 +275,12 @@ def request_models(max_topk: int = ServingConfig.max_topk,
                    "distance (0..4) on L2 ones (features are L2-normalised)")
         hammingRadius: Optional[StrictFloat] = _finite(0, None, "PaddleX's, for binary indexes (>= 0)")
         topk: TopK = None
+        singleMainbody: Optional[StrictBool] = Field(None, description="true: only the best detected box of the "
+                                                                       "image is recognised (one answer per photo)")
+        maxDetResults: Optional[Annotated[int, Field(ge=1, le=1000), BeforeValidator(_json_number)]] = Field(
+            None, description="recognise at most this many detected boxes, the best by mainbodyOrder")
+        mainbodyOrder: Optional[Literal["score", "area"]] = Field(
+            None, description="what the best box is for singleMainbody/maxDetResults: by detection score or area")
         visualize: Visualize = _VISUALIZE
 
     class ShiTuInferKeyedRequest(ShiTuInferRequest):

@@ -107,8 +107,10 @@ def detected_objects(result: Any) -> list[DetectedObject]:
         scores = to_jsonable(box.get("rec_scores") or [])
         recognised = [RecResult(label=str(label), score=float(score))
                       for label, score in zip(labels, scores) if label is not None and score is not None]
+        # ours says `rejected`; PaddleX's pipeline marks it with labels [None] (no recResults either way)
         objects.append(DetectedObject(bbox=[float(v) for v in to_jsonable(box["coordinate"])],
-                                      recResults=recognised, score=float(to_jsonable(box.get("det_score", 0.0)))))
+                                      recResults=recognised, score=float(to_jsonable(box.get("det_score", 0.0))),
+                                      rejected=bool(box.get("rejected", not recognised))))
     return objects
 
 
@@ -160,8 +162,29 @@ class ShiTuAdapter(PipelineAdapter):
         return callable(getattr(self.pipeline, "embed_gallery", None)) and \
             callable(getattr(self.pipeline, "append_embedding", None))
 
+    def _takes_crop(self, method: str) -> bool:
+        try:
+            return "crop" in inspect.signature(getattr(self.pipeline, method)).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            return False
+
+    def gallery_crops(self) -> tuple[str, ...]:
+        """The crop modes the request schemas offer: all three with a pipeline that crops with a
+        detector (ours), else only ``none`` (whole images, what every PaddleX pipeline does)."""
+        if self._takes_crop("build_index") and getattr(self.pipeline, "detector", None) is not None:
+            return ("none", "best", "all")
+        return ("none",)
+
+    def _crop(self, method: str, crop: str | None) -> dict[str, Any]:
+        """``crop=`` for a pipeline method when the request gave one the pipeline can take."""
+        if crop is None or (crop == "none" and not self._takes_crop(method)):
+            return {}
+        if not self._takes_crop(method):
+            raise ConfigError(f"crop: this pipeline's {method} cannot crop gallery images")
+        return {"crop": crop}
+
     def _build(self, images: list[np.ndarray], labels: list[str], sources: list[str | None],
-               options: dict[str, Any] | None = None) -> BuildIndexResult:
+               crop: str | None = None, options: dict[str, Any] | None = None) -> BuildIndexResult:
         options = options or {}
         if options and not hasattr(self.pipeline, "index_options"):
             raise ConfigError("this pipeline's build_index takes no center/whiten/queryExpansion options")
@@ -169,7 +192,7 @@ class ShiTuAdapter(PipelineAdapter):
             # URL sources recorded as metadata, and an index whose transform is learned from this gallery
             from ...pipelines.shitu import index_from_embedding
 
-            embedding = self._embed(images, labels, sources)
+            embedding = self._embed(images, labels, sources, crop)
             merged = {**self.pipeline.index_options, **options}
             index = index_from_embedding(embedding, "IP", "Flat",
                                          **{k: v for k, v in merged.items() if v not in (None, False)})
@@ -178,42 +201,63 @@ class ShiTuAdapter(PipelineAdapter):
             # build_index would give arrays is empty), into a new index of the kind build_index makes.
             from ...retrieval import IndexData
 
-            embedding = self._embed(images, labels, sources)
+            embedding = self._embed(images, labels, sources, crop)
             index = IndexData(int(embedding.features.shape[1]), index_type="Flat", metric_type="IP")
-            index.feature_model = embedding.feature_model
+            record = getattr(embedding, "index_record", None)
+            index.feature_model = record() if callable(record) else embedding.feature_model
             _require_in_place(self.pipeline.append_embedding(embedding, index), index, "append_embedding")
         else:
             index = self.pipeline.build_index(images, labels, metric_type="IP", index_type="Flat",
-                                              **options, **self._quiet("build_index"))
+                                              **options, **self._quiet("build_index"),
+                                              **self._crop("build_index", crop))
         key = self.store.create(index)
         return BuildIndexResult(indexKey=key, idMap=index.id_map)
 
-    def _embed(self, images: list[np.ndarray], labels: list[str], sources: list[str | None]) -> Any:
-        embedding = self.pipeline.embed_gallery(images, labels, **self._quiet("embed_gallery"))
+    def _embed(self, images: list[np.ndarray], labels: list[str], sources: list[str | None],
+               crop: str | None = None) -> Any:
+        embedding = self.pipeline.embed_gallery(images, labels, **self._quiet("embed_gallery"),
+                                                **self._crop("embed_gallery", crop))
         metadata = getattr(embedding, "metadata", None)
-        if isinstance(metadata, list) and len(metadata) == len(sources):  # one entry per image (none skipped)
-            for position, source in enumerate(sources):
-                if source:
-                    metadata[position] = {"source": source}
+        # which image each feature came from (ours says; else one feature per image, none skipped)
+        positions = getattr(embedding, "positions", None)
+        if positions is None and isinstance(metadata, list) and len(metadata) == len(sources):
+            positions = list(range(len(sources)))
+        if isinstance(metadata, list) and positions is not None and len(positions) == len(metadata):
+            for row, position in enumerate(positions):
+                if sources[position]:  # the URL replaces the (empty) path; a crop's box stays
+                    kept = metadata[row] if isinstance(metadata[row], dict) else {}
+                    metadata[row] = {"source": sources[position],
+                                     **{k: v for k, v in kept.items() if k not in ("path", "source")}}
         return embedding
 
-    async def _add_change(self, images: list[np.ndarray], labels: list[str], sources: list[str | None]
-                          ) -> Callable[[IndexData], dict[int, str]]:
+    async def _add_change(self, images: list[np.ndarray], labels: list[str], sources: list[str | None],
+                          crop: str | None = None, index: Any = None) -> Callable[[IndexData], dict[int, str]]:
         """The change an add makes (run inside a commit); returns {new id: label}.
 
         Pipelines with ``embed_gallery``/``append_embedding`` (ours) embed here, on a worker and
         in parallel with other requests; the commit then only appends. Others embed in the commit
-        (and record no sources).
+        (and record no sources). ``crop`` left out: the index's own mode (``index``: the index as it
+        was when the request came; append_embedding refuses a mix if it changed meanwhile).
         """
         embedding: Any = None
         if self._embeds_apart():
-            embedding = await self.runtime.pool.execute(self._embed, images, labels, sources)
+            if index is not None and hasattr(self.pipeline, "gallery_crop"):  # ours: check before embedding
+                from ...pipelines.mainbody import recorded_gallery_crop
+
+                recorded = recorded_gallery_crop(index)
+                if crop is not None and crop != recorded:
+                    raise ConfigError(f"the index's gallery was embedded with gallery_crop={recorded} but crop={crop} "
+                                      "was asked for: one index must not mix them; add with crop="
+                                      f"{recorded} (or leave crop out), or build a new index with crop={crop}")
+                crop = recorded
+            embedding = await self.runtime.pool.execute(self._embed, images, labels, sources, crop)
 
             def apply(index: IndexData) -> Any:
                 return self.pipeline.append_embedding(embedding, index)
         else:
             def apply(index: IndexData) -> Any:
-                return self.pipeline.append_index(images, labels, index, **self._quiet("append_index"))
+                return self.pipeline.append_index(images, labels, index, **self._quiet("append_index"),
+                                                  **self._crop("append_index", crop))
 
         def change(index: IndexData) -> dict[int, str]:
             first = index.next_id if embedding is None else 0
@@ -275,12 +319,16 @@ class ShiTuAdapter(PipelineAdapter):
         return IndexChangeResult(idMap=changed, indexSize=len(after), **{ids_field: list(changed)})
 
     def _infer_batch(self, items: list[tuple[Any, bool, tuple[Any, ...]]]) -> list[Any]:
-        key, det_threshold, rec_threshold, hamming_radius, topk = items[0][2]  # batches share these
+        key, det_threshold, rec_threshold, hamming_radius, topk, mainbody = items[0][2]  # batches share these
         index = self.store.get(key) if key else None
         if topk is not None and index is not None:  # never search for more than the index holds
             topk = max(1, min(topk, len(index)))
+        # singleMainbody / maxDetResults / mainbodyOrder reach the pipeline only when given (PaddleX's has none)
+        chosen = {name: value for name, value in zip(("single_mainbody", "max_det_results", "mainbody_order"),
+                                                     mainbody) if value is not None}
         results = self.predict_all([data for data, _, _ in items], index=index, det_threshold=det_threshold,
-                                   rec_threshold=rec_threshold, hamming_radius=hamming_radius, rec_topk=topk)
+                                   rec_threshold=rec_threshold, hamming_radius=hamming_radius, rec_topk=topk,
+                                   **chosen)
         return self.answer_each(results, [visualize for _, visualize, _ in items],
                                 lambda result: ShiTuInferResult(detectedObjects=detected_objects(result)))
 
@@ -293,11 +341,16 @@ class ShiTuAdapter(PipelineAdapter):
     def register(self, app: FastAPI) -> None:
         runtime, store = self.runtime, self.store
         tags = ["PP-ShiTuV2"]
+        # build/add state the crop modes this pipeline has (a schema-valid crop is one it can do)
+        from ..schemas import request_models
+
+        gallery_requests = request_models(runtime.config.max_topk, runtime.config.max_label_length,
+                                          self.gallery_crops())
 
         @app.post("/shitu-index-build", operation_id="buildIndex", tags=tags,
                   response_model=ResultResponse[BuildIndexResult],
                   responses={200: {"links": INDEX_LINKS}, **error_responses(*INFER_ERRORS)})
-        @body_model(runtime.requests.BuildIndexRequest)
+        @body_model(gallery_requests.BuildIndexRequest)
         async def build_index(body: Any, request: Request):
             """Build a new index (Flat, inner product) from labelled images; returns its indexKey."""
             images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
@@ -307,18 +360,20 @@ class ShiTuAdapter(PipelineAdapter):
                 ("center", body.center), ("whiten", body.whiten),
                 ("query_expansion", None if body.queryExpansion is None else {"k": body.queryExpansion}))
                 if value is not None}
-            return runtime.ok(request, await runtime.pool.execute(self._build, images, labels, sources, options))
+            return runtime.ok(request, await runtime.pool.execute(self._build, images, labels, sources,
+                                                                  body.crop, options))
 
         @app.post("/shitu-index-add", operation_id="addImagesToIndex", tags=tags,
                   response_model=ResultResponse[IndexChangeResult], responses=error_responses(*INFER_ERRORS, 404))
-        @body_model(runtime.requests.AddImagesToIndexRequest)
+        @body_model(gallery_requests.AddImagesToIndexRequest)
         async def add_images(body: Any, request: Request):
             """Add labelled images to an index; new ids continue after the largest ever used."""
-            await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
+            current = await run_in_threadpool(store.get, body.indexKey)  # 404 before any image work
             images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
             labels = [pair.label for pair in body.imageLabelPairs]
             sources = url_sources([pair.image for pair in body.imageLabelPairs])
-            added, after = await self._commit(body.indexKey, await self._add_change(images, labels, sources))
+            change = await self._add_change(images, labels, sources, body.crop, current)
+            added, after = await self._commit(body.indexKey, change)
             return runtime.ok(request, self._change_result(added, after, body.changedOnly, "addedIds"))
 
         @app.post("/shitu-index-remove", operation_id="removeImagesFromIndex", tags=tags,
@@ -336,7 +391,8 @@ class ShiTuAdapter(PipelineAdapter):
                 if body.indexKey:
                     await run_in_threadpool(store.get, body.indexKey)  # 404 early; loads a cold index
                 data = await runtime.read_image(body.image, self.decode_input)
-                params = (body.indexKey, body.detThreshold, body.recThreshold, body.hammingRadius, body.topk)
+                params = (body.indexKey, body.detThreshold, body.recThreshold, body.hammingRadius, body.topk,
+                          (body.singleMainbody, body.maxDetResults, body.mainbodyOrder))
                 result = await self.batcher.submit((data, runtime.visualize(body.visualize), params), key=params)
             return runtime.ok(request, result)
 
