@@ -167,7 +167,8 @@ def main() -> int:
     parser.add_argument("--distractors", action="store_true",
                         help="add the 19 other OpenCV photos to the gallery (as examples/demo.py does)")
     parser.add_argument("--more_unknowns", action="store_true",
-                        help="every seeded photo as an unknown (scikit-image, scikit-learn... 17), not only darknet's 6")
+                        help="every seeded photo as an unknown (17: scikit-image's, scikit-learn's...), "
+                             "not only darknet's 6")
     parser.add_argument("--dataset", choices=("opencv", "fashion-mnist"), default="opencv",
                         help="opencv: the demo's photos (default); fashion-mnist: 7 known classes (350 gallery "
                              "images), 210 known + 90 unknown queries (Debian dataset-fashion-mnist, fetched once)")

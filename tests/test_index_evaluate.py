@@ -328,3 +328,26 @@ def test_service_build_accepts_index_options_strictly(pipeline, photos_ready, tm
         one = client.post("/shitu-index-build", json={"imageLabelPairs": pairs[:1], "whiten": True})
         assert one.status_code == 200, one.text
         assert IndexData.load(tmp_path / "indexes" / one.json()["result"]["indexKey"]).feature_transform is None
+
+
+def test_evaluate_follows_the_configs_box_choice(config_file, layout, tmp_path, shared_dir):
+    # with the real CenterNet, single_mainbody keeps one box per photo, in evaluate as in predict
+    config = tmp_path / "det.yaml"
+    config.write_text(config_file.read_text().replace(
+        "  Detection: null\n",
+        "  Detection:\n    model_name: ONNXDetector\n    spec:\n"
+        f"      onnx: {shared_dir / 'assets' / 'centernet.onnx'}\n      decoding: boxes_scores_classes\n"
+        "      input_name: \"tower_0/images:0\"\n      output: \"tower_0/detections\"\n      layout: NHWC\n"
+        "      size: [512, 512]\n      channel_order: RGB\n      labels: coco80\n      class_agnostic: true\n")
+        + "det_threshold: 0.3\nsingle_mainbody: true\n", encoding="utf-8")
+    runner = create_pipeline(str(config), device="cpu")
+    labels = tmp_path / "q.txt"
+    labels.write_text("aloeR.jpg\taloeL\n", encoding="utf-8")
+    report = runner.evaluate(str(OPENCV), str(labels), str(layout["index"]), unknown=str(layout["unknown"]),
+                             show_progress=False, plots=False)
+    assert report["queries_known"] == 1 and report["queries_unknown"] == len(UNKNOWN)
+    dog = next(f for f in report["failures"] if f["query"].endswith("dog.jpg"))
+    answer = next(runner.predict(str(PHOTOS / "dog.jpg"), index=str(layout["index"]), rec_threshold=-1.0))
+    assert len(answer["boxes"]) == 1  # one box: the best detection, no whole image
+    assert dog["box"] == pytest.approx(answer["boxes"][0]["coordinate"], abs=0.01)
+    assert dog["score"] == pytest.approx(answer["boxes"][0]["rec_scores"][0], abs=1e-4)

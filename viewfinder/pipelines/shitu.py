@@ -560,17 +560,18 @@ class ShiTuV2Pipeline(BasePipeline):
                                  target_precision=target_precision, det_threshold=det_threshold,
                                  show_progress=show_progress, plots=plots)
 
-    def _search_boxes(self, group: list[Detections | ErrorResult], gallery: Any, k: int) -> list[tuple[Any, ...]]:
+    def _search_boxes(self, group: list[Detections | ErrorResult], gallery: Any, k: int,
+                      choice: BoxChoice = BoxChoice()) -> list[tuple[Any, ...]]:
         """For ``evaluate``: (detections, boxes, scores, ids, labels) per detected image of ``group``,
-        top-``k`` per box, the boxes ``predict()`` recognises by default (detections, plus the whole
+        top-``k`` per box, the boxes ``_recognise`` takes (``choice``: single_mainbody...; the whole
         image when configured or when nothing was detected); unlike ``_recognise`` it keeps the ids."""
         detected = [d for d in group if isinstance(d, Detections)]
         boxes_per_image: list[list[tuple[list[float], float]]] = []
         crops: list[np.ndarray] = []
         for found in detected:
             width, height = found.image.original_size
-            boxes = [(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes]
-            if not boxes or self.always_add_whole_image:
+            boxes = choice.apply([(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes])
+            if not boxes or (self.always_add_whole_image and not choice.single):
                 boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
             boxes_per_image.append(boxes)
             crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))

@@ -1,6 +1,7 @@
 """Open-set evaluation of a PP-ShiTuV2 pipeline on the user's own labelled queries.
 
-What a query's answer is: the pipeline detects main bodies as ``predict()`` does (plus the whole
+What a query's answer is: the pipeline detects main bodies as ``predict()`` does with the config's
+settings (``single_mainbody`` / ``max_det_results`` / ``mainbody_order`` included; plus the whole
 image when ``always_add_whole_image`` is set, or when nothing is detected), embeds every box and
 searches the index; the query's ranking is the top-k of **the box whose top-1 score is best** (the
 box ``predict()`` would report most confidently). ``rec_threshold`` is *not* applied: the
@@ -68,7 +69,8 @@ def _run(pipeline: Any, paths: list[str], gallery: Any, det: float, k: int, show
             for item in group:
                 if isinstance(item, ErrorResult):
                     skipped.append(str(item["error"]))
-            for found, boxes, scores, ids, labels in pipeline._search_boxes(group, gallery, k):
+            searched = pipeline._search_boxes(group, gallery, k, pipeline.box_choice)
+            for found, boxes, scores, ids, labels in searched:
                 answers.append((found.image.input_path, _best_box(boxes, scores, ids, labels, gallery)))
             bar.update(len(group))
     return answers, skipped
