@@ -351,3 +351,23 @@ def test_evaluate_follows_the_configs_box_choice(config_file, layout, tmp_path, 
     assert len(answer["boxes"]) == 1  # one box: the best detection, no whole image
     assert dog["box"] == pytest.approx(answer["boxes"][0]["coordinate"], abs=0.01)
     assert dog["score"] == pytest.approx(answer["boxes"][0]["rec_scores"][0], abs=1e-4)
+
+
+def test_cli_index_build_takes_the_index_options(config_file, photos_ready, tmp_path):
+    root = tmp_path / "g"
+    root.mkdir()
+    (root / "gallery.txt").write_text("".join(f"{OPENCV / a}\t{Path(a).stem}\n" for a, _ in PAIRS[:3]))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["index", "build", "--gallery", str(root), "--index_dir", str(tmp_path / "ix"),
+                                 "--pipeline", str(config_file), "--index_type", "Flat", "--center",
+                                 "--query_expansion", "2"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(cli, ["index", "info", str(tmp_path / "ix")]).stdout)
+    assert info["feature_transform"]["center"] is True and info["query_expansion"] == {"k": 2, "alpha": 3.0}
+    result = runner.invoke(cli, ["index", "build", "--gallery", str(root), "--index_dir", str(tmp_path / "plain"),
+                                 "--pipeline", str(config_file), "--index_type", "Flat"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(runner.invoke(cli, ["index", "info", str(tmp_path / "plain")]).stdout)["feature_transform"] is None
+    bad = runner.invoke(cli, ["index", "build", "--gallery", str(root), "--index_dir", str(tmp_path / "bad"),
+                              "--pipeline", str(config_file), "--query_expansion", "-1"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
