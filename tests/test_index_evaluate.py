@@ -188,6 +188,12 @@ def test_evaluate_api_reports_recall_threshold_and_writes_json(pipeline, layout,
     assert (tmp_path / "out" / "evaluate_curves.png").stat().st_size > 1000
     assert (tmp_path / "out" / "evaluate_failures.png").stat().st_size > 1000
     assert saved["failures"][0]["match_path"]  # the gallery image the failure matched, for the sheet
+    strict = pipeline.evaluate(str(OPENCV), str(layout["root"] / "queries.txt"), str(layout["index"]),
+                               unknown=str(layout["unknown"]), target_precision=1.0, show_progress=False)
+    if strict["suggested_rec_threshold"] is None:
+        assert "overlap" in strict["threshold_rule"]
+    else:
+        assert strict["unknown_precision"] == 1.0 and "precision >= 1.0" in strict["threshold_rule"]
 
 
 def test_empty_unknown_set_and_missing_query_files_do_not_crash(pipeline, layout, tmp_path):

@@ -48,7 +48,7 @@ def add_evaluate(index_group: click.Group) -> None:
     @index_group.command("evaluate")
     @click.option("--pipeline", default="PP-ShiTuV2", show_default=True,
                   help="PP-ShiTuV2 pipeline name or YAML (its models, det_threshold and rec_topk are used).")
-    @click.option("--index", "index", default=None,
+    @click.option("--index", "--index_dir", "index", default=None,
                   help="Index location (a folder or a Milvus location); default: the pipeline's `index:`.")
     @click.option("--queries", required=True, help="Folder of labelled query images.")
     @click.option("--labels", "labels", required=True,
