@@ -67,11 +67,17 @@ def recognition(out: Path, device: str) -> None:
         result.save_to_img(out / "recognition")
         best = max((box for box in result["boxes"] if box["labels"]), key=lambda b: b["rec_scores"][0], default=None)
         label = best["labels"][0] if best else "-"
+        score = best["rec_scores"][0] if best else None
         mark = ""
         if name in expected:
             hits += label == expected[name]
             mark = "ok" if label == expected[name] else f"expected {expected[name]}"
-        print(f"  {name:22s} {len(result['boxes'])} box(es), best match {label} {mark}")
+        # rec_threshold (the config's, proposed by `viewfinder index evaluate`, examples/evaluate_demo.py)
+        # is what tells a known object from an unknown one; the recall line above ignores it
+        verdict = "" if score is None else \
+            ("known" if score >= pipeline.rec_threshold else f"unknown (< rec_threshold {pipeline.rec_threshold})")
+        print(f"  {name:22s} {len(result['boxes'])} box(es), best match {label} "
+              f"{'' if score is None else f'{score:.3f} '}{verdict} {mark}".rstrip())
     print(f"recall@1 on the {len(PAIRS)} same-object pairs: {hits}/{len(PAIRS)}")
 
 

@@ -1,4 +1,4 @@
-"""``viewfinder index build|append|remove|info|list|delete|migrate``: manage PP-ShiTuV2 gallery indexes.
+"""``viewfinder index build|append|remove|info|list|delete|migrate|evaluate``: manage PP-ShiTuV2 gallery indexes.
 
 Every command takes an index *location*: a folder (faiss, the default), ``milvus:///ABS/PATH/x.db?
 collection=NAME`` (Milvus Lite in a file) or ``milvus://HOST:PORT?collection=NAME`` (a Milvus
@@ -45,6 +45,10 @@ def register(cli: click.Group) -> None:
     def index_group() -> None:
         """Build, append to, remove from, inspect and migrate gallery indexes."""
 
+    from .index_evaluate import add_evaluate
+
+    add_evaluate(index_group)  # viewfinder index evaluate (its own module)
+
     @index_group.command("info")
     @click.argument("index_dir")
     @guarded
@@ -64,16 +68,28 @@ def register(cli: click.Group) -> None:
     @click.option("--device", default=None)
     @click.option("--crop", type=click.Choice(["none", "best", "all"]), default=None,
                   help=CROP_HELP + " Default: the pipeline's gallery_crop (none).")
+    @click.option("--center/--no_center", default=None,
+                  help="Centre features on the gallery mean (learned now, kept for appends and queries). "
+                       "Default: the pipeline's index_options.")
+    @click.option("--whiten/--no_whiten", default=None,
+                  help="Also whiten them (shrinkage PCA learned from the gallery). Default: index_options.")
+    @click.option("--query_expansion", type=click.IntRange(0, 100), default=None,
+                  help="Query expansion with this many gallery neighbours (0: off). Default: index_options.")
     @guarded
     def build(gallery: str, label_file: str | None, index_dir: str, index_type: str, metric_type: str,
-              pipeline: str, device: str | None, crop: str | None) -> None:
-        """Embed a gallery and write a new index."""
+              pipeline: str, device: str | None, crop: str | None, center: bool | None, whiten: bool | None,
+              query_expansion: int | None) -> None:
+        """Embed a gallery and write a new index (index options: docs/recognition.md)."""
         from ..retrieval import parse_location
 
         parse_location(index_dir)  # a malformed location fails before the models load
         runner = _pipeline(pipeline, device)
+        options = {name: value for name, value in (
+            ("center", center), ("whiten", whiten),
+            ("query_expansion", None if query_expansion is None else {"k": query_expansion})) if value is not None}
         index = runner.build_index(gallery, label_file or str(Path(gallery) / "gallery.txt"),
-                                   metric_type=metric_type, index_type=index_type, index_dir=index_dir, crop=crop)
+                                   metric_type=metric_type, index_type=index_type, index_dir=index_dir, crop=crop,
+                                   **options)
         _report(runner, index, index_dir)
 
     @index_group.command("append")

@@ -175,6 +175,9 @@ class ShiTuV2Pipeline(BasePipeline):
                                 "create_pipeline")
         self._default_index = given if given is not None else configured
         self._check_numbers(self.det_threshold, self.rec_threshold, self.rec_topk)
+        # build_index defaults for new faiss indexes (center, whiten, query_expansion: retrieval/transform.py)
+        self.index_options = self._check_index_options(config.get("index_options"))
+
         # `Detection: null` recognises whole images only (no mainbody detector).
         modules = config.get("SubModules") or {}
         self.detector = None if "Detection" in modules and modules["Detection"] is None \
@@ -205,6 +208,27 @@ class ShiTuV2Pipeline(BasePipeline):
                                     precision=_first_given(entry.get("precision"), self.options.get("precision")),
                                     calibration=self.config_path(_first_given(entry.get("calibration"),
                                                                               self.options.get("calibration"))))
+
+    @staticmethod
+    def _check_index_options(raw: Any) -> dict[str, Any]:
+        from ..retrieval.transform import check_query_expansion
+
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"index_options must be a mapping (center, whiten, query_expansion), got {raw!r}")
+        unknown = set(raw) - {"center", "whiten", "query_expansion"}
+        if unknown:
+            raise ConfigError(f"index_options: unknown key(s) {sorted(unknown)}; known: center, whiten, "
+                              "query_expansion")
+        for name in ("center", "whiten"):
+            if name in raw and not isinstance(raw[name], bool):
+                raise ConfigError(f"index_options.{name} must be true or false, got {raw[name]!r}")
+        try:
+            check_query_expansion(raw.get("query_expansion"))
+        except ViewfinderError as exc:
+            raise ConfigError(f"index_options: {exc}") from None
+        return {key: value for key, value in raw.items() if value not in (None, False)}
 
     @staticmethod
     def _check_numbers(det_threshold: Any, rec_threshold: Any, rec_topk: Any) -> None:
@@ -387,6 +411,9 @@ class ShiTuV2Pipeline(BasePipeline):
         """Embed a gallery and index it; returns the :class:`~viewfinder.IndexData` (``.save(dir)`` it),
         or with a Milvus ``index_dir`` the gallery written there.
 
+        ``center``/``whiten``/``query_expansion`` (default: the config's ``index_options``) are the
+        training-free remedies of ``viewfinder.retrieval.transform``, recorded in the index.
+
         Forms: ``(folder, label_file)``, ``(list_of_images, list_of_labels)``, and PaddleX 3.0's
         ``build_index(data_root=folder, index_dir=out, index_type=...)`` reading ``folder/gallery.txt``
         and saving into ``index_dir`` (a folder or a Milvus location). Unreadable images are skipped
@@ -402,6 +429,12 @@ class ShiTuV2Pipeline(BasePipeline):
         if index_dir is not None:
             parse_location(index_dir)  # a malformed location fails before the embedding
         into_milvus = is_milvus(index_dir)
+        index_params = {**self.index_options, **index_params}
+        if into_milvus and any(index_params.get(key) for key in ("center", "whiten", "query_expansion")):
+            raise ConfigError("a Milvus gallery cannot centre/whiten or expand queries (index_options "
+                              f"{ {k: v for k, v in index_params.items() if v} }): build into a folder, or set "
+                              "index_options to null")
+        index_params = {key: value for key, value in index_params.items() if value not in (None, False)}
         if into_milvus and index_params:
             raise ConfigError(f"{sorted(index_params)}: faiss index parameters; a Milvus gallery is built with "
                               "the defaults (HNSW M=32, efConstruction=80; IVF nlist from the size)")
@@ -509,6 +542,46 @@ class ShiTuV2Pipeline(BasePipeline):
         if save_to is not None:
             target.save(save_to)
         return target
+
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(self, queries: Any, labels: Any, index: Any = None, *, unknown: Any = None,
+                 output: Any = None, target_precision: float | None = None, det_threshold: float | None = None,
+                 show_progress: bool = True, plots: bool = True) -> dict[str, Any]:
+        """Open-set evaluation on labelled queries (+ photos of objects not in the gallery).
+
+        ``queries``: folder; ``labels``: a gallery-style label file (``path label`` relative to it);
+        ``unknown``: a folder of images whose objects are not in the gallery. Returns the report that
+        ``output``/evaluate_result.json holds (recall@1/5, mAP, the proposed ``rec_threshold``, the
+        unknown rejection precision/recall as it varies...). See ``pipelines/shitu_evaluate.py``.
+        """
+        from .shitu_evaluate import evaluate_pipeline
+
+        return evaluate_pipeline(self, queries, labels, index, unknown=unknown, output=output,
+                                 target_precision=target_precision, det_threshold=det_threshold,
+                                 show_progress=show_progress, plots=plots)
+
+    def _search_boxes(self, group: list[Detections | ErrorResult], gallery: Any, k: int,
+                      choice: BoxChoice = BoxChoice()) -> list[tuple[Any, ...]]:
+        """For ``evaluate``: (detections, boxes, scores, ids, labels) per detected image of ``group``,
+        top-``k`` per box, the boxes ``_recognise`` takes (``choice``: single_mainbody...; the whole
+        image when configured or when nothing was detected); unlike ``_recognise`` it keeps the ids."""
+        detected = [d for d in group if isinstance(d, Detections)]
+        boxes_per_image: list[list[tuple[list[float], float]]] = []
+        crops: list[np.ndarray] = []
+        for found in detected:
+            width, height = found.image.original_size
+            boxes = choice.apply([(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes])
+            if not boxes or (self.always_add_whole_image and not choice.single):
+                boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
+            boxes_per_image.append(boxes)
+            crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
+        searched: list[tuple[Any, ...]] = []
+        if crops:
+            scores, ids, labels = gallery.search(self.recognizer.embed(crops), k)
+            for found, boxes, start in zip(detected, boxes_per_image, _offsets(boxes_per_image)):
+                rows = slice(start, start + len(boxes))
+                searched.append((found, boxes, scores[rows], ids[rows], labels[rows]))
+        return searched
 
     # ------------------------------------------------------------------ predict
     def predict(self, input: Any, **params: Any) -> Iterator[BaseResult]:

@@ -68,7 +68,8 @@ def write_gallery(index: Any, location: LocationLike, *, overwrite: bool = True,
 def _as_index_data(index: Any, index_type: str) -> IndexData:
     return IndexData.from_items(index.export_items(), dim=index.dim, index_type=index_type,
                                 metric_type=index.metric_type, next_id=index.next_id,
-                                feature_model=index.feature_model)
+                                feature_model=index.feature_model,
+                                transform_from=index if isinstance(index, IndexData) else None)
 
 
 def update_gallery(location: LocationLike, change: Callable[[Any], T]) -> tuple[T, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
 import os
 from typing import Any, Iterable
@@ -22,7 +23,10 @@ from viewfinder.retrieval import storage
 from viewfinder.retrieval.backend import GalleryItems
 from viewfinder.retrieval.locks import RWLock
 from viewfinder.retrieval.threads import apply_thread_cap
+from viewfinder.retrieval.transform import FeatureTransform, check_query_expansion, expand_queries
 from viewfinder.retrieval.validate import _preview, as_ids, as_k, as_label_list, as_labels, as_matrix, as_metadata
+
+log = logging.getLogger(__name__)
 
 FORMAT_NAME = "viewfinder-index"
 FORMAT_VERSION = 1
@@ -65,6 +69,10 @@ class IndexData:
         self._selector: tuple[Any, Any] | None = None  # (IDSelectorNot, IDSelectorBatch it refers to)
         self._next_id = 0
         self._feature_model: dict[str, Any] | None = None
+        # training-free remedies (retrieval/transform.py): learned at build, recorded next to feature_model
+        self._feature_transform: FeatureTransform | None = None
+        self._query_expansion: dict[str, Any] | None = None
+        self._qe_cache: tuple[tuple[int, int], dict[int, int], np.ndarray] | None = None
         apply_thread_cap()
         self._set_faiss(ff.new_empty(self._index_type, self._metric_type, self._dim, params))
 
@@ -74,10 +82,25 @@ class IndexData:
         """A new index over ``features`` [n, dim] with ``labels`` (ids 0..n-1).
 
         ``params``: ef_construction, ef_search (HNSW32), nlist, nprobe (IVF; default chosen
-        from n), compact_threshold (deleted fraction that triggers an HNSW rebuild).
+        from n), compact_threshold (deleted fraction that triggers an HNSW rebuild); ``center``,
+        ``whiten`` (learned from these features, then applied to appended vectors and queries alike)
+        and ``query_expansion`` (``{"k": 2, "alpha": 3.0}``), see ``viewfinder.retrieval.transform``.
         """
+        center, whiten = params.pop("center", False), params.pop("whiten", False)
+        query_expansion = params.pop("query_expansion", None)
+        for name, flag in (("center", center), ("whiten", whiten)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise RetrievalIndexError(f"{name} must be true or false, got {flag!r}")
         x = as_matrix(features, None)
         self = cls(x.shape[1], index_type, metric_type, **params)
+        if (center or whiten) and (len(x) < 2 or float(np.ptp(x, axis=0).max()) == 0.0):
+            # nothing to learn a mean or a spread from: centring would zero the only vector. Built
+            # plain (the index records no transform, `info()` shows it), not refused.
+            log.warning("center/whiten skipped: learned from the gallery, they need at least 2 different "
+                        "vectors, got %d item(s)", len(x))
+        elif center or whiten:
+            self._feature_transform = FeatureTransform.learn(x, center=bool(center), whiten=bool(whiten))
+        self.query_expansion = query_expansion
         self.append(x, labels, metadata=metadata)
         return self
 
@@ -166,6 +189,47 @@ class IndexData:
         with self._lock.write():
             self._feature_model = dict(value) if value is not None else None
 
+    # -- training-free remedies (retrieval/transform.py), recorded in the index like feature_model
+    @property
+    def feature_transform(self) -> dict[str, Any] | None:
+        """``{"center": bool, "whiten": bool, ...}`` learned at build and applied to every vector added
+        and every query (None: vectors are stored as given)."""
+        return self._feature_transform.describe() if self._feature_transform is not None else None
+
+    @property
+    def query_expansion(self) -> dict[str, Any] | None:
+        """``{"k", "alpha"}`` of alpha query expansion applied at search, or None."""
+        return dict(self._query_expansion) if self._query_expansion else None
+
+    @query_expansion.setter
+    def query_expansion(self, value: Any) -> None:
+        checked = check_query_expansion(value)
+        with self._lock.write():
+            self._query_expansion = checked
+
+    def transform_queries(self, queries: Any) -> np.ndarray:
+        """Queries as the index compares them (centred/whitened when the index is); no expansion."""
+        q = as_matrix(queries, self._dim, what="queries")
+        return self._feature_transform.apply(q) if self._feature_transform is not None else q
+
+    def _expanded_locked(self, q: np.ndarray, ef_search: int | None, nprobe: int | None) -> np.ndarray:
+        """alpha-QE: each query plus its k nearest gallery vectors, weighted by their scores."""
+        qe = self._query_expansion
+        if not qe or not self._labels:
+            return q
+        scores, ids = self._search_locked(q, qe["k"], ef_search, nprobe)
+        key = (self._next_id, len(self._labels))
+        if self._qe_cache is None or self._qe_cache[0] != key:
+            vectors, stored = ff.extract(self._index)
+            self._qe_cache = (key, {i: row for row, i in enumerate(stored.tolist())}, vectors)
+        _, rows, vectors = self._qe_cache
+        neighbours = np.zeros((len(q), qe["k"], self._dim), dtype=np.float32)
+        for n, row_ids in enumerate(ids.tolist()):
+            for j, i in enumerate(row_ids):
+                if i >= 0 and i in rows:
+                    neighbours[n, j] = vectors[rows[i]]
+        return expand_queries(q, scores, neighbours, qe["alpha"], self.higher_is_better)
+
     @property
     def index_info(self) -> dict[str, Any]:
         """PaddleX's ``index_info`` dict: index_type, metric_type, id_map."""
@@ -211,6 +275,8 @@ class IndexData:
         x = as_matrix(features, self._dim)
         labs = as_labels(labels, len(x))
         meta = as_metadata(metadata, len(x))
+        if self._feature_transform is not None:  # the build's transform, kept fixed (transform.py)
+            x = self._feature_transform.apply(x)
         with self._lock.write():
             apply_thread_cap()
             ids = np.arange(self._next_id, self._next_id + len(x), dtype=np.int64)
@@ -305,13 +371,15 @@ class IndexData:
         None, score -inf for IP / +inf for L2). Removed ids are never returned.
         """
         k = as_k(k)
-        q = as_matrix(queries, self._dim, what="queries")
+        q = self.transform_queries(queries)
         if ef_search is not None:
             ef_search = ff.IndexParams(ef_search=ef_search).ef_search
         if nprobe is not None:
             nprobe = ff.IndexParams(nprobe=nprobe).nprobe
         with self._lock.read():
             apply_thread_cap()
+            if self._query_expansion:
+                q = self._expanded_locked(q, ef_search, nprobe)
             scores, ids = self._search_locked(q, k, ef_search, nprobe)
             labels = [[self._labels.get(i) if i >= 0 else None for i in row] for row in ids.tolist()]
         return scores, ids, labels
@@ -407,6 +475,7 @@ class IndexData:
                 "vector_bytes": int(self._index.ntotal) * self._dim * 4,
                 "faiss_class": type(self._inner).__name__, "params": params,
                 "feature_model": dict(self._feature_model) if self._feature_model is not None else None,
+                "feature_transform": self.feature_transform, "query_expansion": self.query_expansion,
             }
 
     def export_items(self) -> GalleryItems:
@@ -425,9 +494,16 @@ class IndexData:
     @classmethod
     def from_items(cls, items: GalleryItems, *, dim: int, index_type: str = "HNSW32", metric_type: str = "IP",
                    next_id: int | None = None, feature_model: dict[str, Any] | None = None,
-                   **params: Any) -> "IndexData":
-        """An index holding ``items`` under their own ids (a copy from another backend)."""
+                   transform_from: "IndexData | None" = None, **params: Any) -> "IndexData":
+        """An index holding ``items`` under their own ids (a copy from another backend).
+
+        ``transform_from``: the index the items were exported from, whose feature transform and
+        query expansion the copy keeps (its vectors are already transformed).
+        """
         self = cls(dim, index_type, metric_type, **params)
+        if transform_from is not None:
+            self._feature_transform = copy.deepcopy(transform_from._feature_transform)
+            self._query_expansion = copy.deepcopy(transform_from._query_expansion)
         ids = as_ids(items.ids) if len(items.ids) else np.empty(0, np.int64)
         if len(ids) != len(items.ids):
             raise RetrievalIndexError("duplicate ids in the items to copy")
@@ -465,6 +541,9 @@ class IndexData:
             twin._metadata = copy.deepcopy(self._metadata)  # JSON values may be mutable
             twin._next_id = self._next_id
             twin._feature_model = copy.deepcopy(self._feature_model)
+            twin._feature_transform = self._feature_transform  # never mutated once learned
+            twin._query_expansion = copy.deepcopy(self._query_expansion)
+            twin._qe_cache = None
             twin._selector = None
             twin._set_faiss(faiss.clone_index(self._index))
             twin._refresh_selector()
@@ -519,6 +598,10 @@ class IndexData:
         }
         if self._feature_model is not None:
             doc["feature_model"] = dict(self._feature_model)
+        if self._feature_transform is not None:  # old readers ignore these keys; absent = no transform
+            doc["feature_transform"] = self._feature_transform.to_record()
+        if self._query_expansion:
+            doc["query_expansion"] = dict(self._query_expansion)
         return doc
 
     @classmethod
@@ -557,6 +640,12 @@ class IndexData:
         feature_model = doc.get("feature_model")
         if feature_model is not None and not isinstance(feature_model, dict):
             raise fail(f"feature_model must be a mapping, got {type(feature_model).__name__}")
+        try:
+            transform = (FeatureTransform.from_record(doc["feature_transform"], int(index.d))
+                         if doc.get("feature_transform") is not None else None)
+            query_expansion = check_query_expansion(doc.get("query_expansion"))
+        except RetrievalIndexError as exc:
+            raise fail(str(exc)) from None
 
         try:
             kind = ff.describe(index)[0]
@@ -605,6 +694,7 @@ class IndexData:
         self._selector = None
         self._next_id = next_id
         self._feature_model = dict(feature_model) if feature_model is not None else None
+        self._feature_transform, self._query_expansion, self._qe_cache = transform, query_expansion, None
         if kind == "IVF" and isinstance(faiss.downcast_index(index), (faiss.IndexIDMap, faiss.IndexIDMap2)):
             index = _unwrap_paddlex_ivf(index, params)
         if kind == "IVF" and not params.ivf_trained_size:

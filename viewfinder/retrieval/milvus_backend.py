@@ -133,6 +133,12 @@ class MilvusGallery(ScoreRules):
         interrupted write never leaves a half gallery under the name.
         """
         loc = _gallery_location(location)
+        if getattr(source, "feature_transform", None) or getattr(source, "query_expansion", None):
+            # Milvus searches the stored vectors with raw queries: it cannot centre/whiten or expand them
+            raise RetrievalIndexError(
+                f"{loc}: a Milvus gallery cannot hold an index with centring/whitening or query expansion "
+                f"(feature_transform={getattr(source, 'feature_transform', None)}, query_expansion="
+                f"{getattr(source, 'query_expansion', None)}); keep it in a folder, or rebuild it without them")
         client = client_for(loc)
         if not overwrite and call(loc, "has_collection", client.has_collection, loc.collection):
             raise RetrievalIndexError(f"{loc} already holds a gallery; delete it first (or overwrite)")

@@ -237,6 +237,16 @@ def request_models(max_topk: int = ServingConfig.max_topk,
         label: Label
 
     class BuildIndexRequest(_Body):
+        center: Optional[StrictBool] = Field(
+            None, description="Centre the features on this gallery's mean (learned here, kept for later additions "
+                              "and applied to queries; docs/recognition.md). Default: the pipeline config's "
+                              "index_options")
+        whiten: Optional[StrictBool] = Field(
+            None, description="Also whiten them (shrinkage PCA learned from this gallery; implies centring). "
+                              "Default: the pipeline config's index_options")
+        queryExpansion: Optional[Annotated[int, Field(ge=0, le=20), BeforeValidator(_json_number)]] = Field(
+            None, description="Query expansion: each query is averaged with this many nearest gallery items "
+                              "(weights score**3) and searched again; 0 = off. Default: the config's index_options")
         imageLabelPairs: Annotated[list[ImageLabelPair], Field(min_length=1)]
         crop: Optional[GalleryCrop] = Field(None, description=_CROP_HELP + " Default: the pipeline's gallery_crop "
                                                                           "(none, as PaddleX).")

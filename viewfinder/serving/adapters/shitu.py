@@ -184,8 +184,19 @@ class ShiTuAdapter(PipelineAdapter):
         return {"crop": crop}
 
     def _build(self, images: list[np.ndarray], labels: list[str], sources: list[str | None],
-               crop: str | None = None) -> BuildIndexResult:
-        if any(sources) and self._embeds_apart():
+               crop: str | None = None, options: dict[str, Any] | None = None) -> BuildIndexResult:
+        options = options or {}
+        if options and not hasattr(self.pipeline, "index_options"):
+            raise ConfigError("this pipeline's build_index takes no center/whiten/queryExpansion options")
+        if any(sources) and self._embeds_apart() and (options or getattr(self.pipeline, "index_options", None)):
+            # URL sources recorded as metadata, and an index whose transform is learned from this gallery
+            from ...pipelines.shitu import index_from_embedding
+
+            embedding = self._embed(images, labels, sources, crop)
+            merged = {**self.pipeline.index_options, **options}
+            index = index_from_embedding(embedding, "IP", "Flat",
+                                         **{k: v for k, v in merged.items() if v not in (None, False)})
+        elif any(sources) and self._embeds_apart():
             # Images fetched from URLs: embed, then record each URL as its item's source (the metadata
             # build_index would give arrays is empty), into a new index of the kind build_index makes.
             from ...retrieval import IndexData
@@ -197,7 +208,8 @@ class ShiTuAdapter(PipelineAdapter):
             _require_in_place(self.pipeline.append_embedding(embedding, index), index, "append_embedding")
         else:
             index = self.pipeline.build_index(images, labels, metric_type="IP", index_type="Flat",
-                                              **self._quiet("build_index"), **self._crop("build_index", crop))
+                                              **options, **self._quiet("build_index"),
+                                              **self._crop("build_index", crop))
         key = self.store.create(index)
         return BuildIndexResult(indexKey=key, idMap=index.id_map)
 
@@ -344,7 +356,12 @@ class ShiTuAdapter(PipelineAdapter):
             images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
             labels = [pair.label for pair in body.imageLabelPairs]
             sources = url_sources([pair.image for pair in body.imageLabelPairs])
-            return runtime.ok(request, await runtime.pool.execute(self._build, images, labels, sources, body.crop))
+            options = {name: value for name, value in (
+                ("center", body.center), ("whiten", body.whiten),
+                ("query_expansion", None if body.queryExpansion is None else {"k": body.queryExpansion}))
+                if value is not None}
+            return runtime.ok(request, await runtime.pool.execute(self._build, images, labels, sources,
+                                                                  body.crop, options))
 
         @app.post("/shitu-index-add", operation_id="addImagesToIndex", tags=tags,
                   response_model=ResultResponse[IndexChangeResult], responses=error_responses(*INFER_ERRORS, 404))
