@@ -562,9 +562,9 @@ class ShiTuV2Pipeline(BasePipeline):
 
     def _search_boxes(self, group: list[Detections | ErrorResult], gallery: Any, k: int,
                       choice: BoxChoice = BoxChoice()) -> list[tuple[Any, ...]]:
-        """For ``evaluate``: (detections, boxes, scores, ids, labels) per detected image of ``group``,
-        top-``k`` per box, the boxes ``_recognise`` takes (``choice``: single_mainbody...; the whole
-        image when configured or when nothing was detected); unlike ``_recognise`` it keeps the ids."""
+        """(detections, boxes, scores, ids, labels) per detected image of ``group``, top-``k`` per box
+        (``choice``: single_mainbody...; the whole image when configured or when nothing was
+        detected): what ``predict`` turns into results and ``evaluate`` scores."""
         detected = [d for d in group if isinstance(d, Detections)]
         boxes_per_image: list[list[tuple[list[float], float]]] = []
         crops: list[np.ndarray] = []
@@ -643,23 +643,9 @@ class ShiTuV2Pipeline(BasePipeline):
     def _recognise(self, group: list[Detections | ErrorResult], gallery: Any, rec: float,
                    k: int, choice: BoxChoice = BoxChoice()) -> list[BaseResult]:
         """Crops of every image in ``group`` embedded in one recogniser call and searched in one query."""
-        detected = [d for d in group if isinstance(d, Detections)]
-        boxes_per_image: list[list[tuple[list[float], float]]] = []
-        crops: list[np.ndarray] = []
-        for found in detected:
-            width, height = found.image.original_size
-            boxes = choice.apply([(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes])
-            if not boxes or (self.always_add_whole_image and not choice.single):
-                boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
-            boxes_per_image.append(boxes)
-            crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
-        answers: list[BaseResult] = []
-        if crops:  # every detected image has at least one box (the whole image without detections)
-            scores, ids, labels = gallery.search(self.recognizer.embed(crops), k)
-            for found, boxes, start in zip(detected, boxes_per_image, _offsets(boxes_per_image)):
-                rows = slice(start, start + len(boxes))
-                answers.append(self._result(found, boxes, scores[rows], ids[rows], labels[rows], gallery, rec))
-        ordered = iter(answers)
+        answers = [self._result(found, boxes, scores, ids, labels, gallery, rec)
+                   for found, boxes, scores, ids, labels in self._search_boxes(group, gallery, k, choice)]
+        ordered = iter(answers)  # every detected image has at least one box (the whole image without detections)
         return [item if isinstance(item, ErrorResult) else next(ordered) for item in group]
 
     def _result(self, found: Detections, boxes: list[tuple[list[float], float]], scores: Any, ids: Any,
