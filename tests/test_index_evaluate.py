@@ -99,6 +99,10 @@ def test_old_indexes_read_as_no_transform_and_bad_records_are_refused(tmp_path):
     assert "feature_transform" not in text
     assert IndexData.load(tmp_path / "old").feature_transform is None
     centred = IndexData.build(items, [str(i) for i in range(len(items))], "Flat", center=True)
+    # a plain index stays format 1 (older builds read it); a transformed one is format 2, so an
+    # older build refuses it instead of searching raw queries against centred vectors
+    assert index._doc()["format_version"] == 1 and centred._doc()["format_version"] == 2
+    assert centred.info()["format_version"] == 2
     doc = centred._doc()
     doc["feature_transform"]["mean"] = "AAAA"  # wrong length
     with pytest.raises(RetrievalIndexError, match="feature_transform.mean"):

@@ -29,7 +29,10 @@ from viewfinder.retrieval.validate import _preview, as_ids, as_k, as_label_list,
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "viewfinder-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: version 2 adds feature_transform / query_expansion; an index without them is still written as
+#: version 1, so builds that predate them read it, and refuse (not mis-search) one that has them
+PLAIN_FORMAT_VERSION = 1
 # IVF is retrained once the list count chosen for the current size is this many times the
 # trained one (nlist ~ sqrt(N), so roughly when N has grown 4x).
 _IVF_REGROW_FACTOR = 2
@@ -206,6 +209,9 @@ class IndexData:
         checked = check_query_expansion(value)
         with self._lock.write():
             self._query_expansion = checked
+
+    def _format_version(self) -> int:
+        return FORMAT_VERSION if self._feature_transform is not None or self._query_expansion else PLAIN_FORMAT_VERSION
 
     def transform_queries(self, queries: Any) -> np.ndarray:
         """Queries as the index compares them (centred/whitened when the index is); no expansion."""
@@ -465,7 +471,7 @@ class IndexData:
             else:
                 params = {}
             return {
-                "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                "format": FORMAT_NAME, "format_version": self._format_version(),
                 "index_type": self._index_type, "metric_type": self._metric_type,
                 "score": "inner product, higher is better" if self.higher_is_better
                          else "squared L2 distance, lower is better",
@@ -588,7 +594,7 @@ class IndexData:
             else:
                 metadata_json[i] = json.dumps(m, ensure_ascii=False, allow_nan=False)
         doc: dict[str, Any] = {
-            "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+            "format": FORMAT_NAME, "format_version": self._format_version(),
             "index_type": self._index_type, "metric_type": self._metric_type,
             "dim": self._dim, "size": len(self._labels), "ntotal": int(self._index.ntotal),
             "next_id": self._next_id, "params": self._params.to_dict(),
