@@ -81,12 +81,11 @@ def register(cli: click.Group) -> None:
               query_expansion: int | None) -> None:
         """Embed a gallery and write a new index (index options: docs/recognition.md)."""
         from ..retrieval import parse_location
+        from ..retrieval.transform import given_index_options
 
         parse_location(index_dir)  # a malformed location fails before the models load
         runner = _pipeline(pipeline, device)
-        options = {name: value for name, value in (
-            ("center", center), ("whiten", whiten),
-            ("query_expansion", None if query_expansion is None else {"k": query_expansion})) if value is not None}
+        options = given_index_options(center, whiten, query_expansion)
         index = runner.build_index(gallery, label_file or str(Path(gallery) / "gallery.txt"),
                                    metric_type=metric_type, index_type=index_type, index_dir=index_dir, crop=crop,
                                    **options)

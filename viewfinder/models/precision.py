@@ -193,7 +193,8 @@ def apply_precision(predictor: BasePredictor, precision: str | None, calibration
         return predictor
     elif cpu_features.int8_dot_product() is None:
         log.warning("%s: int8 on a CPU without VNNI/AMX int8 instructions is usually slower than fp32", name)
-    photos = split_photos(calibration)
+    if precision == "int8":  # auto read them above, for bf16
+        photos = split_photos(calibration)
     if photos is None:
         where = calibration if calibration is not None else default_calibration_folder()
         message = (f"int8 needs calibration photos: at least {MIN_CALIBRATION + MIN_VALIDATION} images in {where} "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from contextlib import closing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,17 @@ def _dedup_threshold(value: Any, whole_image: bool) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"dedup_threshold must be an IoU between 0 and 1, auto or null, got {value!r}")
     return float(value)
+
+
+def _detected_boxes(found: Detections) -> list[tuple[list[float], float]]:
+    """An image's detected boxes as (coordinate, detection score)."""
+    return [(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes]
+
+
+def _whole_image_box(found: Detections) -> tuple[list[float], float]:
+    """The synthetic whole-image box (detection score 0.0)."""
+    width, height = found.image.original_size
+    return [0.0, 0.0, float(width), float(height)], 0.0
 
 
 def _first_given(*values: Any) -> Any:
@@ -376,20 +388,17 @@ class ShiTuV2Pipeline(BasePipeline):
         metadata: list[dict[str, Any]] = []
         positions: list[int] = []
         crops: list[np.ndarray] = []
-        stream = self.detector.detect([sources[p] for p in usable], threshold=float(self.det_threshold))
-        with tqdm(total=len(usable), desc="embedding gallery", unit="img", disable=not show_progress) as bar, \
-                ReadAhead(stream, depth=DETECT_AHEAD, name="viewfinder-gallery-detect") as ahead:
-            detected_images = (found for group in ahead.groups(limit=batch) for found in group)
+        with closing(self._detected_groups([sources[p] for p in usable], float(self.det_threshold))) as groups, \
+                tqdm(total=len(usable), desc="embedding gallery", unit="img", disable=not show_progress) as bar:
+            detected_images = (found for group in groups for found in group)
             for position, found in zip(usable, detected_images):
                 bar.update(1)
                 if isinstance(found, ErrorResult):
                     error = found.get("error")
                     skipped.append(str(error) if paths[position] else f"image {position}: {error}")
                     continue
-                width, height = found.image.original_size
-                detected = [(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes]
-                chosen = gallery_boxes(detected, crop)
-                cut = chosen or [([0.0, 0.0, float(width), float(height)], 0.0)]
+                chosen = gallery_boxes(_detected_boxes(found), crop)
+                cut = chosen or [_whole_image_box(found)]
                 crops.extend(self._crops(found.image, [coordinate for coordinate, _ in cut]))
                 for coordinate, det_score in cut:
                     entry: dict[str, Any] = {"path": paths[position]} if paths[position] else {}
@@ -471,7 +480,7 @@ class ShiTuV2Pipeline(BasePipeline):
         target = self._load_index(source)
         check_same_kind(target, index_type, metric_type, "append_index")
         self._check_index(target)  # before the slow part
-        crop = self._append_crop(target, crop)
+        crop = self.append_crop(target, crop)
         target = self.append_embedding(self.embed_gallery(gallery_imgs, gallery_label, show_progress, crop=crop),
                                        target)
         if save_to is not None:
@@ -495,8 +504,9 @@ class ShiTuV2Pipeline(BasePipeline):
                                 positions=positions)
 
     @staticmethod
-    def _append_crop(index: Any, crop: str | None) -> str:
-        """The crop mode for images added to ``index``: its own; another one asked for is refused."""
+    def append_crop(index: Any, crop: str | None) -> str:
+        """The crop mode for images added to ``index``: its own; another one asked for is refused
+        (also what the service checks before it embeds an add)."""
         recorded = recorded_gallery_crop(index)
         if crop is None:
             return recorded
@@ -515,7 +525,7 @@ class ShiTuV2Pipeline(BasePipeline):
                               f"pipeline's {self.recognizer.model_name}: embed them with this pipeline")
         target = self._load_index(index)
         self._check_index(target)
-        self._append_crop(target, embedding.gallery_crop)
+        self.append_crop(target, embedding.gallery_crop)
         embedding.ids = target.append(embedding.features, embedding.labels, metadata=embedding.metadata)
         self.last_report = GalleryReport(added=len(embedding.labels), skipped=list(embedding.skipped))
         return target
@@ -569,10 +579,9 @@ class ShiTuV2Pipeline(BasePipeline):
         boxes_per_image: list[list[tuple[list[float], float]]] = []
         crops: list[np.ndarray] = []
         for found in detected:
-            width, height = found.image.original_size
-            boxes = choice.apply([(list(map(float, d["coordinate"])), float(d["score"])) for d in found.boxes])
+            boxes = choice.apply(_detected_boxes(found))
             if not boxes or (self.always_add_whole_image and not choice.single):
-                boxes.append(([0.0, 0.0, float(width), float(height)], 0.0))
+                boxes.append(_whole_image_box(found))
             boxes_per_image.append(boxes)
             crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
         searched: list[tuple[Any, ...]] = []
@@ -635,10 +644,17 @@ class ShiTuV2Pipeline(BasePipeline):
         # Detection (decoding ahead in its own pool) runs in a thread of its own, one image or two
         # ahead, while this thread crops, embeds and searches: the networks overlap instead of taking
         # turns, and the crops of every image detected meanwhile go to the recogniser in one call.
+        with closing(self._detected_groups(input, det)) as groups:  # an abandoned predict stops the detector
+            for group in groups:
+                yield from self._recognise(group, gallery, rec, k, choice)
+
+    def _detected_groups(self, input: Any, det: float) -> Iterator[list[Detections | ErrorResult]]:
+        """The inputs detected (whole images without a detector) in a thread of their own, up to
+        DETECT_AHEAD images ahead, handed over in groups of what is ready (at most the recogniser's
+        batch): the stream predict, gallery crops and evaluate all embed from."""
         stream = self.detector.detect(input, threshold=det) if self.detector else self._whole_images(input)
         with ReadAhead(stream, depth=DETECT_AHEAD, name="viewfinder-shitu-detect") as ahead:
-            for group in ahead.groups(limit=max(1, self.recognizer.batch_size)):
-                yield from self._recognise(group, gallery, rec, k, choice)
+            yield from ahead.groups(limit=max(1, self.recognizer.batch_size))
 
     def _recognise(self, group: list[Detections | ErrorResult], gallery: Any, rec: float,
                    k: int, choice: BoxChoice = BoxChoice()) -> list[BaseResult]:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import re
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,12 @@ from ..io.sources import IMAGE_EXTENSIONS
 from ..results import ErrorResult
 from ..retrieval.open_set import RankedQuery, evaluate_rankings
 from .gallery import read_gallery_file
-from .overlap import ReadAhead
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "evaluate_result.json"
 CURVES_FILE = "evaluate_curves.png"
 FAILURES_FILE = "evaluate_failures.png"
-#: detections kept ready ahead of the recogniser, as predict() does (shitu.DETECT_AHEAD)
-DETECT_AHEAD = 2
 #: results kept per query (recall@5 needs 5)
 MIN_TOPK = 5
 #: failures kept in the report and drawn on the contact sheet
@@ -60,12 +58,11 @@ def _run(pipeline: Any, paths: list[str], gallery: Any, det: float, k: int, show
     """(path, (boxes, scores, ids, labels) of its best box) per readable query; skipped notes."""
     from tqdm import tqdm
 
-    stream = pipeline.detector.detect(paths, threshold=det) if pipeline.detector else pipeline._whole_images(paths)
     answers: list[tuple[str, Any]] = []
     skipped: list[str] = []
     with tqdm(total=len(paths), desc="evaluating", unit="img", disable=not show_progress) as bar, \
-            ReadAhead(stream, depth=DETECT_AHEAD, name="viewfinder-shitu-evaluate") as ahead:
-        for group in ahead.groups(limit=max(1, pipeline.recognizer.batch_size)):
+            closing(pipeline._detected_groups(paths, det)) as groups:
+        for group in groups:
             for item in group:
                 if isinstance(item, ErrorResult):
                     skipped.append(str(item["error"]))

@@ -153,6 +153,15 @@ def check_query_expansion(value: Any) -> dict[str, Any] | None:
     return None if k == 0 else {"k": k, "alpha": float(alpha)}
 
 
+def given_index_options(center: bool | None = None, whiten: bool | None = None,
+                        query_expansion: int | None = None) -> dict[str, Any]:
+    """``build_index`` keywords from the CLI's flags or the service's fields: only those given (None
+    leaves the pipeline config's ``index_options``); ``query_expansion`` is a neighbour count."""
+    given = {"center": center, "whiten": whiten,
+             "query_expansion": None if query_expansion is None else {"k": query_expansion}}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def expand_queries(queries: np.ndarray, scores: np.ndarray, neighbours: np.ndarray, alpha: float,
                    higher_is_better: bool = True) -> np.ndarray:
     """alpha-QE: ``normalise(q + sum_i w_i x_i)``; ``neighbours`` [n, k, d] (rows of zeros for empty slots).

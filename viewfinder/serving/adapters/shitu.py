@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ...errors import ConfigError, ServiceError
 from ...results import to_jsonable
+from ...retrieval.transform import given_index_options
 from ..images import decode_bgr, is_url
 from ..responses import INFER_ERRORS, error_responses
 from ..schemas import (
@@ -188,24 +189,16 @@ class ShiTuAdapter(PipelineAdapter):
         options = options or {}
         if options and not hasattr(self.pipeline, "index_options"):
             raise ConfigError("this pipeline's build_index takes no center/whiten/queryExpansion options")
-        if any(sources) and self._embeds_apart() and (options or getattr(self.pipeline, "index_options", None)):
-            # URL sources recorded as metadata, and an index whose transform is learned from this gallery
+        if any(sources) and self._embeds_apart():
+            # Images fetched from URLs: embed, then record each URL as its item's source (the metadata
+            # build_index would give arrays is empty), into a new index of the kind build_index makes
+            # (with the index options build_index would apply, learned from this gallery).
             from ...pipelines.shitu import index_from_embedding
 
             embedding = self._embed(images, labels, sources, crop)
-            merged = {**self.pipeline.index_options, **options}
+            merged = {**getattr(self.pipeline, "index_options", {}), **options}
             index = index_from_embedding(embedding, "IP", "Flat",
                                          **{k: v for k, v in merged.items() if v not in (None, False)})
-        elif any(sources) and self._embeds_apart():
-            # Images fetched from URLs: embed, then record each URL as its item's source (the metadata
-            # build_index would give arrays is empty), into a new index of the kind build_index makes.
-            from ...retrieval import IndexData
-
-            embedding = self._embed(images, labels, sources, crop)
-            index = IndexData(int(embedding.features.shape[1]), index_type="Flat", metric_type="IP")
-            record = getattr(embedding, "index_record", None)
-            index.feature_model = record() if callable(record) else embedding.feature_model
-            _require_in_place(self.pipeline.append_embedding(embedding, index), index, "append_embedding")
         else:
             index = self.pipeline.build_index(images, labels, metric_type="IP", index_type="Flat",
                                               **options, **self._quiet("build_index"),
@@ -241,15 +234,8 @@ class ShiTuAdapter(PipelineAdapter):
         """
         embedding: Any = None
         if self._embeds_apart():
-            if index is not None and hasattr(self.pipeline, "gallery_crop"):  # ours: check before embedding
-                from ...pipelines.mainbody import recorded_gallery_crop
-
-                recorded = recorded_gallery_crop(index)
-                if crop is not None and crop != recorded:
-                    raise ConfigError(f"the index's gallery was embedded with gallery_crop={recorded} but crop={crop} "
-                                      "was asked for: one index must not mix them; add with crop="
-                                      f"{recorded} (or leave crop out), or build a new index with crop={crop}")
-                crop = recorded
+            if index is not None and callable(getattr(self.pipeline, "append_crop", None)):
+                crop = self.pipeline.append_crop(index, crop)  # ours: the index's mode, checked before embedding
             embedding = await self.runtime.pool.execute(self._embed, images, labels, sources, crop)
 
             def apply(index: IndexData) -> Any:
@@ -356,10 +342,7 @@ class ShiTuAdapter(PipelineAdapter):
             images = await runtime.read_images([pair.image for pair in body.imageLabelPairs], decode_bgr)
             labels = [pair.label for pair in body.imageLabelPairs]
             sources = url_sources([pair.image for pair in body.imageLabelPairs])
-            options = {name: value for name, value in (
-                ("center", body.center), ("whiten", body.whiten),
-                ("query_expansion", None if body.queryExpansion is None else {"k": body.queryExpansion}))
-                if value is not None}
+            options = given_index_options(body.center, body.whiten, body.queryExpansion)
             return runtime.ok(request, await runtime.pool.execute(self._build, images, labels, sources,
                                                                   body.crop, options))
 
