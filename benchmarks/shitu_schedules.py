@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Other ways to share two cores between PP-ShiTuV2's two networks, against predict as it is
+(issue 30's probes; none is built in). One-crop workload (random PP-ShiTuV2_det/_rec, the
+exports ``benchmarks/shitu.py`` runs), 16 JPEGs twice per pass, median ms/img [cores busy]:
+
+* ``predict``: ``pipeline.predict`` at 2 threads (detector in its own thread, recogniser overlapping);
+* ``two lanes``: two 1-thread pipelines, each taking every other image through decode, detection,
+  crops and embedding in turn (two images in flight, one core each);
+* ``serial``: one image at a time through the same steps at 2 threads, nothing overlapping;
+* ``one network at a time``: ``predict`` with the two networks behind one lock (both threads for
+  whichever runs; decoding and cropping still overlap);
+* and the detector network alone in OpenVINO: one request on 2 threads against 2 streams of 1
+  thread with two requests in flight (bf16 only).
+
+    .venv/bin/python benchmarks/shitu_schedules.py [--precision bf16|fp32] [--passes 4]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import jpeg_folder, machine_description  # noqa: E402
+from benchmarks.shitu import ONE_CROP, calibration_photos, make_pipeline, workloads  # noqa: E402
+
+
+class OneAtATime:
+    """An engine that runs only while holding ``lock`` (shared with the pipeline's other network)."""
+
+    def __init__(self, inner, lock: threading.Lock) -> None:
+        self.inner, self.lock = inner, lock
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            return self.inner(*args, **kwargs)
+
+
+def in_turn(pipeline, images: list[str], index) -> None:
+    """Each image decoded, detected, cropped, embedded and searched before the next one starts."""
+    from viewfinder.models.detection import Detections
+    from viewfinder.models.predictor import expand_inputs
+
+    detector = pipeline.detector
+    params = detector.resolve_params({"threshold": pipeline.det_threshold})
+    for item in expand_inputs(images):
+        image = detector._decode_cpu(item)
+        boxes = detector._boxes(detector.engine(detector._collate([image])), [image], params)[0]
+        pipeline._recognise([Detections(image, boxes)], index, pipeline.rec_threshold, pipeline.rec_topk)
+
+
+def timed(run, count: int) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
+    run()
+    wall = time.perf_counter() - start
+    return 1000.0 * wall / count, (time.process_time() - cpu) / wall
+
+
+def detector_streams(path: Path, passes: int) -> str:
+    import numpy as np
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    feed = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
+    base = {"INFERENCE_PRECISION_HINT": "bf16", "ENABLE_CPU_PINNING": False, "INFERENCE_NUM_THREADS": 2}
+    results = {}
+    for label, config, workers in (("one request, 2 threads", {"PERFORMANCE_HINT": "LATENCY"}, 1),
+                                   ("2 streams x 1 thread, 2 in flight", {"NUM_STREAMS": 2}, 2)):
+        compiled = core.compile_model(model, "CPU", {**base, **config})
+        requests = [compiled.create_infer_request() for _ in range(workers)]
+        for request in requests:
+            request.infer({0: feed})
+        runs = 8 * passes
+
+        def work(request, n=runs // workers):
+            for _ in range(n):
+                request.infer({0: feed})
+
+        threads = [threading.Thread(target=work, args=(r,)) for r in requests]
+        ms, _ = timed(lambda: ([t.start() for t in threads], [t.join() for t in threads]), runs)
+        results[label] = ms
+    return "; ".join(f"{label}: {ms:.1f} ms/img" for label, ms in results.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--passes", type=int, default=4)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    override = workloads("onnxruntime")[ONE_CROP]
+    photos = calibration_photos()
+    two = make_pipeline(ONE_CROP, override, 2, args.precision, photos)
+    lanes = [make_pipeline(ONE_CROP, override, 1, args.precision, photos) for _ in range(2)]
+    images = sorted(str(p) for p in jpeg_folder(16).glob("*.jpg"))[:16] * 2
+    index = two.build_index(images[:16], [f"item{i}" for i in range(16)], show_progress=False)
+    engines = (two.detector.engine, two.recognizer.engine)
+    lock = threading.Lock()
+
+    def predict() -> None:
+        list(two.predict(images, index=index))
+
+    def one_network_at_a_time() -> None:
+        two.detector.engine, two.recognizer.engine = (OneAtATime(e, lock) for e in engines)
+        try:
+            predict()
+        finally:
+            two.detector.engine, two.recognizer.engine = engines
+
+    def two_lanes() -> None:
+        threads = [threading.Thread(target=in_turn, args=(p, images[i::2], index)) for i, p in enumerate(lanes)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    variants = {"predict (as it is)": predict, "two lanes, 1 thread each": two_lanes,
+                "serial, 2 threads": lambda: in_turn(two, images, index),
+                "one network at a time": one_network_at_a_time}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for run in variants.values():
+        run()  # warm-up
+    for _ in range(args.passes):
+        for name, run in variants.items():  # interleaved, so a change in load hits all alike
+            samples[name].append(timed(run, len(images)))
+    print(f"machine: {machine_description()}; precision {args.precision} (ran: det {two.detector.precision}, "
+          f"rec {two.recognizer.precision}); {len(images)} images per pass, median of {args.passes} passes\n")
+    print("| schedule | ms/img [cores busy] | every pass |\n|---|---|---|")
+    for name, runs in samples.items():
+        ms = statistics.median(m for m, _ in runs)
+        cores = statistics.median(c for _, c in runs)
+        print(f"| {name} | {ms:.1f} [{cores:.2f}] | {', '.join(f'{m:.1f}' for m, _ in runs)} |")
+    if two.detector.precision == "bf16":
+        print(f"\ndetector network alone (OpenVINO bf16): {detector_streams(Path(engines[0].path), args.passes)}")
+
+
+if __name__ == "__main__":
+    main()
