@@ -58,6 +58,19 @@ def medians(samples: dict[str, list[Timed]]) -> tuple[dict[str, float], dict[str
             {key: statistics.median(t.cores for t in runs) for key, runs in samples.items()})
 
 
+def infer_median_ms(compiled, feed, repeats: int = 15) -> float:
+    """Median ms of one OpenVINO compiled model's synchronous runs on ``feed`` (after 3 warm-up runs)."""
+    request = compiled.create_infer_request()
+    for _ in range(3):
+        request.infer({0: feed})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        request.infer({0: feed})
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
 def machine_description() -> str:
     import os
     import platform

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import statistics
 import sys
 import threading
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
+from common import infer_median_ms  # noqa: E402
 
 BOX_DROP = 0.02  # accuracy control: the share of boxes matched may drop by this much (the check's bar)
 
@@ -80,18 +79,6 @@ def with_engine(fp32, engine):
     else:
         candidate.engine = engine
     return candidate
-
-
-def median_ms(compiled, feed: np.ndarray, repeats: int = 15) -> float:
-    request = compiled.create_infer_request()
-    for _ in range(3):
-        request.infer({0: feed})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        request.infer({0: feed})
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
 
 
 def main() -> None:
@@ -144,7 +131,7 @@ def main() -> None:
             elif "features" in label or "_rec" in label:
                 extra = f"; {ia.demo_pairs(fp32, candidate)[0]}"
             print(f"| {label} | {preset} | {'passes' if result.ok else 'fails'}: {result.summary}{extra} | "
-                  f"{median_ms(compiled, feeds[0]):.1f} / {median_ms(plain, feeds[0]):.1f} |", flush=True)
+                  f"{infer_median_ms(compiled, feeds[0]):.1f} / {infer_median_ms(plain, feeds[0]):.1f} |", flush=True)
         if args.accuracy_control and label.startswith("CenterNet"):
             reference = [r["boxes"] for r in fp32.predict_images(validation)]
             frozen = copy.copy(fp32)
@@ -166,7 +153,7 @@ def main() -> None:
             result = check(fp32, with_engine(fp32, engine_over(compiled, source)), validation, gallery)
             print(f"| {label} | accuracy control, <= {args.accuracy_control} rounds ({time.time() - start:.0f} s) | "
                   f"{'passes' if result.ok else 'fails'}: {result.summary} | "
-                  f"{median_ms(compiled, feeds[0]):.1f} / {median_ms(plain, feeds[0]):.1f} |", flush=True)
+                  f"{infer_median_ms(compiled, feeds[0]):.1f} / {infer_median_ms(plain, feeds[0]):.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
+
+from benchmarks.common import infer_median_ms  # noqa: E402
 
 #: the probes: chains of 8 pointwise convolutions, (channels, map side); small maps and many channels
 #: keep the data in cache, so they run at the arithmetic's rate, not memory's (a 256-channel
@@ -107,18 +107,8 @@ def median_ms(core, path: Path, precision: str, threads: int, repeats: int) -> f
     compiled = core.compile_model(core.read_model(str(path)), "CPU", {
         "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})
-    request = compiled.create_infer_request()
-    port = compiled.inputs[0]
-    shape = [d if d > 0 else 1 for d in port.get_partial_shape().get_min_shape()]
-    feed = np.random.default_rng(1).random(shape, dtype=np.float32)
-    for _ in range(3):
-        request.infer({0: feed})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        request.infer({0: feed})
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    shape = [d if d > 0 else 1 for d in compiled.inputs[0].get_partial_shape().get_min_shape()]
+    return infer_median_ms(compiled, np.random.default_rng(1).random(shape, dtype=np.float32), repeats)
 
 
 def main() -> None:
