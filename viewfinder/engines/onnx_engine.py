@@ -151,14 +151,20 @@ class OnnxRuntimeEngine:
         """What ``run()`` is fed for a preprocessed batch (int8 calibration feeds the same)."""
         return {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
 
-    def with_file(self, path: str | Path) -> "OnnxRuntimeEngine":
-        """The same engine (device, threads, inputs, outputs) over another ONNX file of the same
-        network, e.g. its int8 version."""
-        other = OnnxRuntimeEngine(path, self.device, self.cpu_threads, self.output_kind)
+    def with_file(self, path: str | Path, cpu_threads: int | None = None) -> "OnnxRuntimeEngine":
+        """The same engine (device, threads unless given, inputs, outputs) over another ONNX file of
+        the same network, e.g. its int8 version."""
+        other = OnnxRuntimeEngine(path, self.device, cpu_threads or self.cpu_threads, self.output_kind)
         other.module = self.module
         other.input_name, other.input_dtype = self.input_name, self.input_dtype
         other.output_names = list(self.output_names)
         return other
+
+    def for_lanes(self, lanes: int) -> "OnnxRuntimeEngine | None":
+        """An engine ``lanes`` threads may call at once, each call running on its caller's thread
+        alone (a session's ``run`` is thread-safe; one intra-op thread keeps it on the caller), for
+        PP-ShiTuV2's lanes (pipelines/lanes.py). None on a GPU, where lanes do not apply."""
+        return self.with_file(self.path, cpu_threads=1) if self.device.type == "cpu" else None
 
     def __call__(self, batch: np.ndarray) -> EngineOutput:
         outputs = self.session.run(self.output_names, self.feeds(batch))

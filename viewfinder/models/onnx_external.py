@@ -8,6 +8,7 @@ runs (CUDA with onnxruntime-gpu, else the CPU with one warning) is decided once,
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,16 @@ class ExternalOnnxEngine:
         other = ExternalOnnxEngine(Path(path), self.feed, self.device, self.inner.cpu_threads)
         other.inner.output_names = list(self.inner.output_names)
         return other
+
+    def for_lanes(self, lanes: int) -> "ExternalOnnxEngine | None":
+        """This feed over the inner engine's twin for lanes (``OnnxRuntimeEngine.for_lanes``, or
+        OpenVINO's under bf16); None where the inner engine has none."""
+        inner = self.inner.for_lanes(lanes) if hasattr(self.inner, "for_lanes") else None
+        if inner is None:
+            return None
+        twin = copy.copy(self)
+        twin.inner = inner
+        return twin
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = self.to_model_input(batch)

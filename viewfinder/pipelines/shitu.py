@@ -45,6 +45,7 @@ from .config import default_config, submodule
 from .gallery import read_gallery_file, read_id_file
 from .index_forms import check_same_kind, gallery_arguments, ids_for_gallery_labels, index_argument
 from .mainbody import BoxChoice, check_gallery_crop, gallery_boxes, recorded_gallery_crop
+from .lanes import check_lanes, lane_count, lane_twin, ordered_map, several_images
 from .overlap import ReadAhead
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,16 @@ ONNX_DETECTOR = "ONNXDetector"
 #: detections kept ready ahead of the recogniser (each holds a decoded image)
 DETECT_AHEAD = 2
 WHOLE_IMAGE_LABEL = "full_img"
+
+
+@dataclass
+class _Embedded:
+    """A group of detections (errors in place), the boxes to recognise in each detected image and
+    all their crops' features (None: no crops), ready for one gallery search."""
+    group: list[Any]
+    detected: list[Detections]
+    boxes: list[list[tuple[list[float], float]]]
+    features: np.ndarray | None
 
 
 @dataclass
@@ -177,6 +188,9 @@ class ShiTuV2Pipeline(BasePipeline):
         self.dedup_threshold = _dedup_threshold(config.get("dedup_threshold", shipped.get("dedup_threshold")),
                                                 self.always_add_whole_image)
         self.gallery_crop = check_gallery_crop(config.get("gallery_crop", shipped.get("gallery_crop")))
+        # several images at once, one CPU thread each (pipelines/lanes.py); twins made on first use
+        self.cpu_lanes = check_lanes(config.get("cpu_lanes"))
+        self._lane_models: tuple[int, Any, Any] | None = None
         # single_mainbody / max_det_results / mainbody_order: the YAML's, which predict() may override
         self._mainbody = (config.get("single_mainbody"), config.get("max_det_results"), config.get("mainbody_order"))
         self.box_choice = BoxChoice.from_params(*self._mainbody)
@@ -575,6 +589,12 @@ class ShiTuV2Pipeline(BasePipeline):
         """(detections, boxes, scores, ids, labels) per detected image of ``group``, top-``k`` per box
         (``choice``: single_mainbody...; the whole image when configured or when nothing was
         detected): what ``predict`` turns into results and ``evaluate`` scores."""
+        return self._search_embedded(self._embed_boxes(group, choice), gallery, k)
+
+    def _embed_boxes(self, group: list[Detections | ErrorResult], choice: BoxChoice,
+                     recognizer: FeaturePredictor | None = None) -> _Embedded:
+        """The boxes to recognise in each detected image of ``group`` and their crops' features,
+        in one recogniser call (``recognizer``: a lane's twin; default the pipeline's)."""
         detected = [d for d in group if isinstance(d, Detections)]
         boxes_per_image: list[list[tuple[list[float], float]]] = []
         crops: list[np.ndarray] = []
@@ -584,12 +604,18 @@ class ShiTuV2Pipeline(BasePipeline):
                 boxes.append(_whole_image_box(found))
             boxes_per_image.append(boxes)
             crops.extend(self._crops(found.image, [coordinate for coordinate, _ in boxes]))
+        features = (recognizer or self.recognizer).embed(crops) if crops else None
+        return _Embedded(group, detected, boxes_per_image, features)
+
+    @staticmethod
+    def _search_embedded(embedded: _Embedded, gallery: Any, k: int) -> list[tuple[Any, ...]]:
+        if embedded.features is None:
+            return []
+        scores, ids, labels = gallery.search(embedded.features, k)
         searched: list[tuple[Any, ...]] = []
-        if crops:
-            scores, ids, labels = gallery.search(self.recognizer.embed(crops), k)
-            for found, boxes, start in zip(detected, boxes_per_image, _offsets(boxes_per_image)):
-                rows = slice(start, start + len(boxes))
-                searched.append((found, boxes, scores[rows], ids[rows], labels[rows]))
+        for found, boxes, start in zip(embedded.detected, embedded.boxes, _offsets(embedded.boxes)):
+            rows = slice(start, start + len(boxes))
+            searched.append((found, boxes, scores[rows], ids[rows], labels[rows]))
         return searched
 
     # ------------------------------------------------------------------ predict
@@ -641,12 +667,48 @@ class ShiTuV2Pipeline(BasePipeline):
 
     def _predict(self, input: Any, gallery: Any, det: float, rec: float, k: int,
                  choice: BoxChoice = BoxChoice()) -> Iterator[BaseResult]:
+        lanes = self._lanes_for(input)
+        if lanes is not None:
+            yield from self._predict_in_lanes(input, gallery, det, rec, k, choice, *lanes)
+            return
         # Detection (decoding ahead in its own pool) runs in a thread of its own, one image or two
         # ahead, while this thread crops, embeds and searches: the networks overlap instead of taking
         # turns, and the crops of every image detected meanwhile go to the recogniser in one call.
         with closing(self._detected_groups(input, det)) as groups:  # an abandoned predict stops the detector
             for group in groups:
                 yield from self._recognise(group, gallery, rec, k, choice)
+
+    def _lanes_for(self, input: Any) -> tuple[int, BasePredictor, FeaturePredictor] | None:
+        """(lanes, detector, recogniser) to predict ``input`` in lanes (pipelines/lanes.py), or None:
+        one image, ``cpu_lanes: 1``, one CPU thread, no detector, or an engine without lanes."""
+        if self.detector is None or not several_images(input):
+            return None
+        threads = min(int(getattr(m.engine, "cpu_threads", 1) or 1) for m in (self.detector, self.recognizer))
+        lanes = lane_count(self.cpu_lanes, threads)
+        if lanes < 2:
+            return None
+        if self._lane_models is None or self._lane_models[0] != lanes:
+            detector, recognizer = lane_twin(self.detector, lanes), lane_twin(self.recognizer, lanes)
+            self._lane_models = (lanes, detector, recognizer)
+        lanes, detector, recognizer = self._lane_models
+        return None if detector is None or recognizer is None else (lanes, detector, recognizer)
+
+    def _predict_in_lanes(self, input: Any, gallery: Any, det: float, rec: float, k: int, choice: BoxChoice,
+                          lanes: int, detector: Any, recognizer: FeaturePredictor) -> Iterator[BaseResult]:
+        """Each lane takes whole images through decode, detection, crops and embedding on one thread;
+        this thread searches and makes the results, in input order."""
+        params = detector.resolve_params({"threshold": det})
+        detector._validate_params(params)
+
+        def detect_and_embed(item: Any) -> _Embedded:
+            if isinstance(item, InputItem):
+                item = detector._decode_cpu(item)
+            if isinstance(item, DecodedImage):
+                item = detector._detect_batch([item], params)[0]
+            return self._embed_boxes([item], choice, recognizer)
+
+        for embedded in ordered_map(detect_and_embed, expand_inputs(input), lanes, ahead=2 * lanes):
+            yield from self._results(embedded.group, self._search_embedded(embedded, gallery, k), gallery, rec)
 
     def _detected_groups(self, input: Any, det: float) -> Iterator[list[Detections | ErrorResult]]:
         """The inputs detected (whole images without a detector) in a thread of their own, up to
@@ -659,8 +721,13 @@ class ShiTuV2Pipeline(BasePipeline):
     def _recognise(self, group: list[Detections | ErrorResult], gallery: Any, rec: float,
                    k: int, choice: BoxChoice = BoxChoice()) -> list[BaseResult]:
         """Crops of every image in ``group`` embedded in one recogniser call and searched in one query."""
+        return self._results(group, self._search_boxes(group, gallery, k, choice), gallery, rec)
+
+    def _results(self, group: list[Detections | ErrorResult], searched: list[tuple[Any, ...]], gallery: Any,
+                 rec: float) -> list[BaseResult]:
+        """One result per item of ``group``: its errors in place, a ShiTuResult per searched image."""
         answers = [self._result(found, boxes, scores, ids, labels, gallery, rec)
-                   for found, boxes, scores, ids, labels in self._search_boxes(group, gallery, k, choice)]
+                   for found, boxes, scores, ids, labels in searched]
         ordered = iter(answers)  # every detected image has at least one box (the whole image without detections)
         return [item if isinstance(item, ErrorResult) else next(ordered) for item in group]
 
