@@ -9,6 +9,7 @@ exports ``benchmarks/shitu.py`` runs), 16 JPEGs twice per pass, median ms/img [c
 * ``serial``: one image at a time through the same steps at 2 threads, nothing overlapping;
 * ``one network at a time``: ``predict`` with the two networks behind one lock (both threads for
   whichever runs; decoding and cropping still overlap);
+* each step's CPU time per image, one image at a time at 1 thread;
 * and the detector network alone in OpenVINO: one request on 2 threads against 2 streams of 1
   thread with two requests in flight (bf16 only).
 
@@ -44,17 +45,42 @@ class OneAtATime:
             return self.inner(*args, **kwargs)
 
 
-def in_turn(pipeline, images: list[str], index) -> None:
-    """Each image decoded, detected, cropped, embedded and searched before the next one starts."""
+STAGES = ("decode + detector resize", "detector network", "NMS", "crops", "recogniser preprocessing",
+          "recogniser network", "search")
+
+
+def in_turn(pipeline, images: list[str], index, stages: dict[str, float] | None = None) -> None:
+    """Each image decoded, detected, cropped, embedded and searched before the next one starts;
+    ``stages`` (when given) adds up each step's CPU seconds."""
     from viewfinder.models.detection import Detections
     from viewfinder.models.predictor import expand_inputs
+    from viewfinder.pipelines.shitu import _detected_boxes, _whole_image_box
 
-    detector = pipeline.detector
+    detector, recognizer = pipeline.detector, pipeline.recognizer
     params = detector.resolve_params({"threshold": pipeline.det_threshold})
+    clock = time.thread_time
+
+    def step(name: str, run):
+        start = clock()
+        value = run()
+        if stages is not None:
+            stages[name] = stages.get(name, 0.0) + clock() - start
+        return value
+
     for item in expand_inputs(images):
-        image = detector._decode_cpu(item)
-        boxes = detector._boxes(detector.engine(detector._collate([image])), [image], params)[0]
-        pipeline._recognise([Detections(image, boxes)], index, pipeline.rec_threshold, pipeline.rec_topk)
+        image = step(STAGES[0], lambda: detector._decode_cpu(item))
+        outputs = step(STAGES[1], lambda: detector.engine(detector._collate([image])))
+        boxes = step(STAGES[2], lambda: detector._boxes(outputs, [image], params)[0])
+        if stages is None:
+            pipeline._recognise([Detections(image, boxes)], index, pipeline.rec_threshold, pipeline.rec_topk)
+            continue
+        # _recognise's steps one at a time: the detected boxes, else the whole image (one-crop: always)
+        found = Detections(image, boxes)
+        searched = _detected_boxes(found) or [_whole_image_box(found)]
+        crops = step(STAGES[3], lambda: pipeline._crops(image, [coordinate for coordinate, _ in searched]))
+        batch = step(STAGES[4], lambda: recognizer.preprocess(crops))
+        features = step(STAGES[5], lambda: recognizer._to_features(recognizer.engine(batch), len(crops)))
+        step(STAGES[6], lambda: index.search(features, pipeline.rec_topk))
 
 
 def timed(run, count: int) -> tuple[float, float]:
@@ -139,6 +165,13 @@ def main() -> None:
         ms = statistics.median(m for m, _ in runs)
         cores = statistics.median(c for _, c in runs)
         print(f"| {name} | {ms:.1f} [{cores:.2f}] | {', '.join(f'{m:.1f}' for m, _ in runs)} |")
+    stages: dict[str, float] = {}
+    for _ in range(args.passes):
+        in_turn(lanes[0], images, index, stages)
+    per_image = {name: 1000.0 * seconds / (args.passes * len(images)) for name, seconds in stages.items()}
+    print(f"\neach step's CPU ms per image, one image at a time at 1 thread ({sum(per_image.values()):.1f} in all):")
+    print("| " + " | ".join(STAGES) + " |\n" + "|---" * len(STAGES) + "|")
+    print("| " + " | ".join(f"{per_image[name]:.2f}" for name in STAGES) + " |")
     if two.detector.precision == "bf16":
         print(f"\ndetector network alone (OpenVINO bf16): {detector_streams(Path(engines[0].path), args.passes)}")
 
