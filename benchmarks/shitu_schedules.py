@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Other ways to share two cores between PP-ShiTuV2's two networks, against predict as it is
-(issue 30's probes; none is built in). One-crop workload (random PP-ShiTuV2_det/_rec, the
-exports ``benchmarks/shitu.py`` runs), 16 JPEGs twice per pass, median ms/img [cores busy]:
+"""Ways to share two cores between PP-ShiTuV2's two networks (issue 30). One-crop workload
+(random PP-ShiTuV2_det/_rec, the exports ``benchmarks/shitu.py`` runs), 16 JPEGs twice per pass,
+median ms/img [cores busy]:
 
-* ``predict``: ``pipeline.predict`` at 2 threads (detector in its own thread, recogniser overlapping);
-* ``two lanes``: two 1-thread pipelines, each taking every other image through decode, detection,
-  crops and embedding in turn (two images in flight, one core each);
+* ``predict, cpu_lanes 1``: one image at a time at 2 threads (detector in its own thread, the
+  recogniser overlapping), what predict did before lanes;
+* ``predict, cpu_lanes auto``: predict as it is: two lanes where the engines have them (ONNX
+  Runtime: fp32, int8), else as above (OpenVINO: bf16);
+* ``two 1-thread pipelines``: two pipelines at 1 thread, each taking every other image through
+  decode, detection, crops and embedding in turn (lanes built from separate models, any engine);
 * ``serial``: one image at a time through the same steps at 2 threads, nothing overlapping;
-* ``one network at a time``: ``predict`` with the two networks behind one lock (both threads for
-  whichever runs; decoding and cropping still overlap);
+* ``one network at a time``: ``cpu_lanes 1`` with the two networks behind one lock (both threads
+  for whichever runs; decoding and cropping still overlap);
 * each step's CPU time per image, one image at a time at 1 thread;
 * and the detector network alone in OpenVINO: one request on 2 threads against 2 streams of 1
   thread with two requests in flight (bf16 only).
 
-    .venv/bin/python benchmarks/shitu_schedules.py [--precision bf16|fp32] [--passes 4]
+    .venv/bin/python benchmarks/shitu_schedules.py [--precision bf16|fp32|int8] [--passes 4]
 """
 from __future__ import annotations
 
@@ -119,7 +122,7 @@ def detector_streams(path: Path, passes: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "int8"])
     parser.add_argument("--passes", type=int, default=4)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -132,13 +135,14 @@ def main() -> None:
     engines = (two.detector.engine, two.recognizer.engine)
     lock = threading.Lock()
 
-    def predict() -> None:
+    def predict(lanes: int | str = "auto") -> None:
+        two.cpu_lanes = lanes
         list(two.predict(images, index=index))
 
     def one_network_at_a_time() -> None:
         two.detector.engine, two.recognizer.engine = (OneAtATime(e, lock) for e in engines)
         try:
-            predict()
+            predict(1)
         finally:
             two.detector.engine, two.recognizer.engine = engines
 
@@ -149,7 +153,8 @@ def main() -> None:
         for thread in threads:
             thread.join()
 
-    variants = {"predict (as it is)": predict, "two lanes, 1 thread each": two_lanes,
+    variants = {"predict, cpu_lanes 1": lambda: predict(1), "predict, cpu_lanes auto (as it is)": predict,
+                "two 1-thread pipelines": two_lanes,
                 "serial, 2 threads": lambda: in_turn(two, images, index),
                 "one network at a time": one_network_at_a_time}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}

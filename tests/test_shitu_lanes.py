@@ -6,10 +6,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from shitu_fp32_cases import PHOTOS, QUERIES, ROOT, SHARED, WEIGHTS
+from test_int8 import tiny  # noqa: F401  (fixture)
 
 from viewfinder import create_pipeline
+from viewfinder.engines.openvino_engine import OpenVinoEngine, OpenVinoLanes
 from viewfinder.errors import ConfigError
 from viewfinder.pipelines import lanes as lanes_module
 from viewfinder.pipelines import shitu as shitu_module
@@ -78,6 +81,41 @@ def test_several_images_reads_nothing(tmp_path: Path) -> None:
     assert not several_images(["a.jpg"]) and not several_images("a.jpg")
     assert several_images(tmp_path) and several_images(str(tmp_path))
     assert not several_images(iter(["a.jpg", "b.jpg"]))  # a generator is not read ahead to count it
+
+
+def _side_by_side(engine, batches: list) -> list:
+    """``engine`` called from one thread per batch, all at once."""
+    results: list = [None] * len(batches)
+    start = threading.Barrier(len(batches))
+
+    def call(i: int) -> None:
+        start.wait()
+        results[i] = engine(batches[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_engines_for_lanes_run_one_thread_each_and_answer_alike(tiny):  # noqa: F811
+    predictor, _ = tiny
+    engine = predictor.engine  # ONNX Runtime, 2 threads or whatever the machine gives
+    batches = [np.random.default_rng(i).random((1, 3, 64, 64), dtype=np.float32) for i in range(2)]
+    expected = [engine(b) for b in batches]
+    ort_lanes = engine.for_lanes(2)
+    assert ort_lanes.cpu_threads == 1 and ort_lanes.path == engine.path
+    for got, want in zip(_side_by_side(ort_lanes, batches), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    openvino = OpenVinoEngine.like(engine, "fp32").for_lanes(2)
+    assert isinstance(openvino, OpenVinoLanes) and len(openvino.engines) == 2
+    assert all(e.cpu_threads == 1 for e in openvino.engines) and openvino.output_names == engine.output_names
+    for got, want in zip(_side_by_side(openvino, batches), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert openvino._free.qsize() == 2  # every engine handed back
 
 
 def test_an_engine_without_lanes_gives_no_twin() -> None:

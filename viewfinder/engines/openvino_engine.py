@@ -12,6 +12,7 @@ measured no faster than ONNX Runtime here, so fp32 stays on ONNX Runtime. Option
 """
 from __future__ import annotations
 
+import queue
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -109,6 +110,19 @@ class OpenVinoEngine:
         twin.module = getattr(engine, "module", None)
         return twin
 
+    def for_lanes(self, lanes: int) -> "OpenVinoLanes":
+        """``lanes`` one-thread copies of this engine that ``lanes`` threads may call at once, for
+        PP-ShiTuV2's lanes (pipelines/lanes.py). Separate compiled models, not one model with a
+        stream per lane: measured faster here (benchmarks/shitu_schedules.py, bf16)."""
+        return OpenVinoLanes([self._one_thread() for _ in range(lanes)])
+
+    def _one_thread(self) -> "OpenVinoEngine":
+        twin = OpenVinoEngine(self.path, 1, self.precision, input_name=self.input_name,
+                              output_names=list(self.output_names), output_kind=self.output_kind,
+                              input_dtype=self.input_dtype, device=self.device)
+        twin.module = self.module
+        return twin
+
     def feeds(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
 
@@ -125,3 +139,28 @@ class OpenVinoEngine:
         if self.output_kind == "tensor" and len(outputs) == 1:
             return outputs[0]
         return dict(zip(self.output_names, outputs))
+
+
+class OpenVinoLanes:
+    """Several one-thread OpenVINO engines over one file, used as one: each call runs on whichever
+    is free, so as many threads as there are engines run side by side, one core each."""
+
+    name = "openvino"
+
+    def __init__(self, engines: list[OpenVinoEngine]) -> None:
+        self.engines = list(engines)
+        self._free: queue.SimpleQueue[OpenVinoEngine] = queue.SimpleQueue()
+        for engine in self.engines:
+            self._free.put(engine)
+
+    def __getattr__(self, name: str) -> Any:  # path, input_name, output_names, cpu_threads (1), ...
+        if name == "engines":  # not set yet (copy, pickle): no recursion through __getattr__
+            raise AttributeError(name)
+        return getattr(self.engines[0], name)
+
+    def __call__(self, batch: np.ndarray) -> EngineOutput:
+        engine = self._free.get()
+        try:
+            return engine(batch)
+        finally:
+            self._free.put(engine)

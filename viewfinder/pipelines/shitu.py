@@ -22,6 +22,7 @@ the best box(es) of a query (``mainbody_order``: by detection score or area); ev
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from contextlib import closing
 from collections.abc import Iterator, Sequence
@@ -191,6 +192,7 @@ class ShiTuV2Pipeline(BasePipeline):
         # several images at once, one CPU thread each (pipelines/lanes.py); twins made on first use
         self.cpu_lanes = check_lanes(config.get("cpu_lanes"))
         self._lane_models: tuple[int, Any, Any] | None = None
+        self._lane_lock = threading.Lock()
         # single_mainbody / max_det_results / mainbody_order: the YAML's, which predict() may override
         self._mainbody = (config.get("single_mainbody"), config.get("max_det_results"), config.get("mainbody_order"))
         self.box_choice = BoxChoice.from_params(*self._mainbody)
@@ -687,10 +689,10 @@ class ShiTuV2Pipeline(BasePipeline):
         lanes = lane_count(self.cpu_lanes, threads)
         if lanes < 2:
             return None
-        if self._lane_models is None or self._lane_models[0] != lanes:
-            detector, recognizer = lane_twin(self.detector, lanes), lane_twin(self.recognizer, lanes)
-            self._lane_models = (lanes, detector, recognizer)
-        lanes, detector, recognizer = self._lane_models
+        with self._lane_lock:  # the service may predict from several threads at once: make the twins once
+            if self._lane_models is None or self._lane_models[0] != lanes:
+                self._lane_models = (lanes, lane_twin(self.detector, lanes), lane_twin(self.recognizer, lanes))
+            lanes, detector, recognizer = self._lane_models
         return None if detector is None or recognizer is None else (lanes, detector, recognizer)
 
     def _predict_in_lanes(self, input: Any, gallery: Any, det: float, rec: float, k: int, choice: BoxChoice,
