@@ -30,22 +30,31 @@ def _heap() -> _MallInfo2:
     return libc.mallinfo2()
 
 
+def _big_elements() -> int:
+    """float32 elements of a block bigger than BIG and than all the heap's free bytes together: no
+    free chunk left by earlier tests (glibc serves blocks below its dynamic mmap threshold from the
+    heap, and freed neighbours coalesce) can hold it, so only the mmap setting decides where it goes."""
+    return BIG + _heap().fordblks // 4
+
+
 def _big_block_is_mapped() -> bool:
     """Whether one big tensor is served by an mmap of its own (glibc's default above its threshold)."""
+    elements = _big_elements()
     before = _heap().hblkhd
-    tensor = torch.ones(BIG)
-    mapped = _heap().hblkhd - before >= BIG * 4
+    tensor = torch.empty(elements)  # not filled: only where the block comes from matters
+    mapped = _heap().hblkhd - before >= elements * 4
     del tensor
     return mapped
 
 
 def _big_block_is_kept() -> bool:
     """Whether one big tensor comes from the heap and its memory stays there, free, once freed."""
+    elements = _big_elements()
     before = _heap().hblkhd
-    tensor = torch.ones(BIG)
-    from_heap = _heap().hblkhd - before < BIG * 4
+    tensor = torch.empty(elements)
+    from_heap = _heap().hblkhd - before < elements * 4
     del tensor
-    return from_heap and _heap().fordblks >= BIG * 4
+    return from_heap and _heap().fordblks >= elements * 4
 
 
 @needs_glibc

@@ -1,15 +1,15 @@
 """Several images through PP-ShiTuV2 at once, one core each ("lanes", issue 30).
 
-With 2 cores and one image at a time, both networks split every convolution across the two
-threads and the detector's and recogniser's threads share the cores; measured with
-``benchmarks/shitu_schedules.py`` (one-crop, 2 threads), two lanes of one thread each, every
-lane taking whole images through decode, detection, crops and embedding, were 0-16 % faster
-(bf16 63.2 vs 75.0 ms/img, fp32 114.9 vs 135.8 in one run). A single image still gets every
-core (the service's requests): lanes are used only for inputs that name several images.
+With one image at a time on 2 cores, both networks split every convolution across the two
+threads and the detector's and recogniser's threads share the cores. Two lanes of one thread
+each, every lane taking whole images through decode, detection, crops and embedding, took 7-16 %
+less time per image (``benchmarks/shitu_schedules.py``, one-crop, 2 threads: fp32 117.9 vs 140.5
+ms/img, int8 97.1 vs 113.0, bf16 66.9 vs 71.6). A single image still gets every core (the
+service's requests): lanes are used only for inputs that name several images.
 
-Each lane runs models whose engines take concurrent calls on one thread each
-(``engine.for_lanes``: a one-thread ONNX Runtime session, an OpenVINO model with one stream per
-lane); the gallery search and the results stay in the caller's thread, in input order.
+Each lane runs twins of the pipeline's models whose engines take concurrent calls on one thread
+each (``engine.for_lanes``: a one-thread ONNX Runtime session; one-thread OpenVINO models, one
+per lane); the gallery search and the results stay in the caller's thread, in input order.
 """
 from __future__ import annotations
 
