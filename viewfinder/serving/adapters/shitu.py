@@ -321,7 +321,9 @@ class ShiTuAdapter(PipelineAdapter):
     def warmup(self) -> None:
         index = self.pipeline.build_index([WARMUP_BGR], ["warmup"], metric_type="IP", index_type="Flat",
                                           **self._quiet("build_index"))
-        list(self.pipeline.predict([WARMUP_BGR], index=index))
+        # two images: also makes the lanes' one-thread models (pipelines/lanes.py), which the first
+        # micro-batch of several requests would otherwise wait for
+        list(self.pipeline.predict([WARMUP_BGR, WARMUP_BGR], index=index))
 
     # ------------------------------------------------------------------ routes
     def register(self, app: FastAPI) -> None:
