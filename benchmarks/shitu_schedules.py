@@ -135,8 +135,8 @@ def main() -> None:
     engines = (two.detector.engine, two.recognizer.engine)
     lock = threading.Lock()
 
-    def predict(lanes: int | str = "auto") -> None:
-        two.cpu_lanes = lanes
+    def predict(cpu_lanes: int | str = "auto") -> None:
+        two.cpu_lanes = cpu_lanes
         list(two.predict(images, index=index))
 
     def one_network_at_a_time() -> None:
