@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
 import threading
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import jpeg_folder, machine_description  # noqa: E402
+from benchmarks.common import Timed, jpeg_folder, machine_description, medians, time_pass  # noqa: E402
 from benchmarks.shitu import ONE_CROP, calibration_photos, make_pipeline, workloads  # noqa: E402
 
 
@@ -86,13 +85,6 @@ def in_turn(pipeline, images: list[str], index, stages: dict[str, float] | None 
         step(STAGES[6], lambda: index.search(features, pipeline.rec_topk))
 
 
-def timed(run, count: int) -> tuple[float, float]:
-    start, cpu = time.perf_counter(), time.process_time()
-    run()
-    wall = time.perf_counter() - start
-    return 1000.0 * wall / count, (time.process_time() - cpu) / wall
-
-
 def detector_streams(path: Path, passes: int) -> str:
     import numpy as np
     import openvino as ov
@@ -114,9 +106,14 @@ def detector_streams(path: Path, passes: int) -> str:
             for _ in range(n):
                 request.infer({0: feed})
 
-        threads = [threading.Thread(target=work, args=(r,)) for r in requests]
-        ms, _ = timed(lambda: ([t.start() for t in threads], [t.join() for t in threads]), runs)
-        results[label] = ms
+        def all_requests(threads=[threading.Thread(target=work, args=(r,)) for r in requests]) -> int:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return runs
+
+        results[label] = time_pass(all_requests).ms
     return "; ".join(f"{label}: {ms:.1f} ms/img" for label, ms in results.items())
 
 
@@ -157,19 +154,18 @@ def main() -> None:
                 "two 1-thread pipelines": two_lanes,
                 "serial, 2 threads": lambda: in_turn(two, images, index),
                 "one network at a time": one_network_at_a_time}
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    samples: dict[str, list[Timed]] = {name: [] for name in variants}
     for run in variants.values():
         run()  # warm-up
     for _ in range(args.passes):
         for name, run in variants.items():  # interleaved, so a change in load hits all alike
-            samples[name].append(timed(run, len(images)))
+            samples[name].append(time_pass(lambda run=run: (run(), len(images))[1]))
+    ms, cores = medians(samples)
     print(f"machine: {machine_description()}; precision {args.precision} (ran: det {two.detector.precision}, "
           f"rec {two.recognizer.precision}); {len(images)} images per pass, median of {args.passes} passes\n")
     print("| schedule | ms/img [cores busy] | every pass |\n|---|---|---|")
     for name, runs in samples.items():
-        ms = statistics.median(m for m, _ in runs)
-        cores = statistics.median(c for _, c in runs)
-        print(f"| {name} | {ms:.1f} [{cores:.2f}] | {', '.join(f'{m:.1f}' for m, _ in runs)} |")
+        print(f"| {name} | {ms[name]:.1f} [{cores[name]:.2f}] | {', '.join(f'{t.ms:.1f}' for t in runs)} |")
     stages: dict[str, float] = {}
     for _ in range(args.passes):
         in_turn(lanes[0], images, index, stages)
